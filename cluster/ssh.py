@@ -1,0 +1,353 @@
+"""NodeSession over asyncssh: connect to a node by key or password, run argv, and map every error to ours.
+
+This is the only module that catches asyncssh and socket errors; each becomes a ``ClusterError`` whose
+message names the node and says what to do next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import shlex
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from cluster.errors import (
+    AuthFailed,
+    ClusterError,
+    HostKeyChanged,
+    HostKeyUnknown,
+    NodeUnreachable,
+    RemoteCommandFailed,
+)
+from cluster.inventory import Node
+from cluster.known_hosts import KnownHosts, fingerprint, key_line
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+# A silent link is noticed within keepalive interval × count, like ServerAliveInterval in OpenSSH.
+KEEPALIVE_INTERVAL_S = 5.0
+KEEPALIVE_COUNT_MAX = 2
+
+OnLine = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line without newline)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to log in: corral's private key, or a password for the first contact only."""
+
+    private_key_path: Path | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        # Never let a password reach a log line or a traceback through repr().
+        shown = "***" if self.password is not None else None
+        return f"Credentials(private_key_path={self.private_key_path!r}, password={shown})"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did on one node: like ``subprocess.CompletedProcess``, plus the node."""
+
+    node: str
+    argv: tuple[str, ...]
+    exit_status: int | None
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def remote_command(argv: Sequence[str]) -> str:
+    """The command line for the node's shell: every argument quoted, so none is run as shell."""
+    if not argv:
+        raise ValueError("an empty command cannot be run")
+    return shlex.join(argv)
+
+
+class NodeSession:
+    """One open SSH connection to a node; many commands can run over it at once."""
+
+    def __init__(self, node: Node, connection: asyncssh.SSHClientConnection) -> None:
+        self.node = node
+        self._connection = connection
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout_s: float | None = None,
+        on_line: OnLine | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` on the node and wait for it; ``on_line`` sees output as it arrives."""
+        command = remote_command(argv)
+        try:
+            if on_line is None:
+                completed = await self._connection.run(command, input=input, check=False, timeout=timeout_s)
+                stdout, stderr = _text(completed.stdout), _text(completed.stderr)
+                status = completed.exit_status
+            else:
+                status, stdout, stderr = await self._run_streaming(command, input, timeout_s, on_line)
+        except (asyncssh.TimeoutError, asyncio.TimeoutError) as exc:
+            raise NodeUnreachable(
+                self.node.name,
+                f"{self.node.name}: `{argv[0]}` did not finish within {timeout_s:g} s; "
+                "check the node's load, or run it again with a longer timeout.",
+            ) from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise map_connection_error(self.node, exc, using_password=False) from exc
+        result = CommandResult(self.node.name, tuple(argv), status, stdout, stderr)
+        if check and not result.ok:
+            raise RemoteCommandFailed(self.node.name, argv, status, stderr)
+        return result
+
+    async def _run_streaming(
+        self, command: str, input: str | None, timeout_s: float | None, on_line: OnLine
+    ) -> tuple[int | None, str, str]:
+        process = await self._connection.create_process(command)
+        try:
+            if input is not None:
+                process.stdin.write(input)
+            process.stdin.write_eof()
+            collected = await asyncio.wait_for(
+                asyncio.gather(
+                    _pump_lines(process.stdout, "stdout", on_line),
+                    _pump_lines(process.stderr, "stderr", on_line),
+                ),
+                timeout_s,
+            )
+            await process.wait_closed()
+        finally:
+            process.close()
+        return process.exit_status, collected[0], collected[1]
+
+    async def stream(self, argv: Sequence[str]) -> AsyncIterator[tuple[str, str]]:
+        """Yield ``(stream, line)`` as the command prints; raises RemoteCommandFailed on a non-zero exit."""
+        queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+
+        def on_line(stream_name: str, line: str) -> None:
+            queue.put_nowait((stream_name, line))
+
+        task = asyncio.ensure_future(self.run(argv, on_line=on_line))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            await task
+        finally:
+            task.cancel()
+
+    async def close(self) -> None:
+        self._connection.close()
+        await self._connection.wait_closed()
+
+
+async def _pump_lines(reader: asyncssh.SSHReader, stream_name: str, on_line: OnLine) -> str:
+    chunks: list[str] = []
+    async for line in reader:
+        chunks.append(line)
+        on_line(stream_name, line.rstrip("\r\n"))
+    return "".join(chunks)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+async def open_session(
+    node: Node,
+    credentials: Credentials,
+    known_hosts: KnownHosts,
+    *,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+) -> NodeSession:
+    """Log in to ``node``; the host key must match the accepted one, whatever the credentials."""
+    using_password = credentials.password is not None
+    options = dict(
+        username=node.user,
+        known_hosts=known_hosts.for_asyncssh(),
+        # Only what corral chose: not the user's ~/.ssh/config, agent or default keys, so what works
+        # here works identically in the GUI, the CLI and the exported files.
+        config=[],
+        agent_path=None,
+        client_keys=[str(credentials.private_key_path)] if credentials.private_key_path else None,
+        password=credentials.password,
+        preferred_auth="password,keyboard-interactive" if using_password else "publickey",
+        connect_timeout=connect_timeout_s,
+        login_timeout=connect_timeout_s * 3,
+        keepalive_interval=KEEPALIVE_INTERVAL_S,
+        keepalive_count_max=KEEPALIVE_COUNT_MAX,
+    )
+    try:
+        connection = await asyncssh.connect(node.address, node.port, **options)  # type: ignore[arg-type]  # options typed per keyword upstream
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise await diagnose_host_key(node, known_hosts, connect_timeout_s) from exc
+    except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+        raise map_connection_error(node, exc, using_password=using_password) from exc
+    return NodeSession(node, connection)
+
+
+async def fetch_host_key(node: Node, *, algorithms: Sequence[str] = (), timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> asyncssh.SSHKey:
+    """The host key the node presents now, before any trust decision (for a fingerprint to confirm)."""
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                node.address, node.port, config=[], server_host_key_algs=list(algorithms) or ()
+            ),
+            timeout_s,
+        )
+    except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+        raise map_connection_error(node, exc, using_password=False) from exc
+    if key is None:
+        raise ClusterError(f"{node.describe()} did not present a host key, so it cannot be verified.")
+    return key
+
+
+async def diagnose_host_key(node: Node, known_hosts: KnownHosts, timeout_s: float) -> ClusterError:
+    """Explain a host key that failed verification: never seen before, or changed since accepted."""
+    accepted = known_hosts.keys_for(node)
+    algorithms = sorted({key.get_algorithm() for key in accepted})
+    presented = await fetch_host_key(node, algorithms=algorithms, timeout_s=timeout_s)
+    if not accepted:
+        return host_key_unknown_error(node, presented)
+    return host_key_changed_error(node, accepted[0], presented)
+
+
+def host_key_unknown_error(node: Node, presented: asyncssh.SSHKey) -> HostKeyUnknown:
+    shown = fingerprint(presented)
+    return HostKeyUnknown(
+        node.name,
+        f"{node.describe()} presented host key {shown}, which corral has not accepted yet. "
+        f"Compare it with `ssh-keygen -lf /etc/ssh/ssh_host_{_key_kind(presented)}_key.pub` on the node, "
+        "then run `corral keys --accept-new` to trust it.",
+        fingerprint=shown,
+        key_line=key_line(presented),
+    )
+
+
+def host_key_changed_error(node: Node, accepted: asyncssh.SSHKey, presented: asyncssh.SSHKey) -> HostKeyChanged:
+    known_fp, presented_fp = fingerprint(accepted), fingerprint(presented)
+    return HostKeyChanged(
+        node.name,
+        f"{node.describe()} presented host key {presented_fp}, but corral accepted {known_fp} for it: "
+        "the node was reinstalled, or someone is impersonating it. Nothing was changed. If you reinstalled "
+        f"it, run `corral node forget-host-key {node.name}` and then `corral keys {node.name} --accept-new`.",
+        known_fingerprint=known_fp,
+        presented_fingerprint=presented_fp,
+    )
+
+
+def _key_kind(key: asyncssh.SSHKey) -> str:
+    algorithm = key.get_algorithm()
+    return {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(algorithm, "ecdsa" if "ecdsa" in algorithm else "*")
+
+
+def map_connection_error(node: Node, exc: BaseException, *, using_password: bool) -> ClusterError:
+    """Turn a socket or asyncssh error into a sentence naming the node and the next step."""
+    where = node.describe()
+    if isinstance(exc, asyncssh.PermissionDenied):
+        if using_password:
+            return AuthFailed(
+                node.name,
+                f"{where} rejected the password for {node.user!r}; check the user name and password "
+                "(and that the node allows password login), then try again.",
+            )
+        return AuthFailed(
+            node.name,
+            f"{where} did not accept corral's key; run `corral keys {node.name}` to install it "
+            "(you will be asked for the password once).",
+        )
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return NodeUnreachable(
+            node.name,
+            f"{where} did not answer within the time limit; check it is powered on, awake and on this "
+            "network, and that the address is right (`corral node list`).",
+        )
+    if isinstance(exc, socket.gaierror):
+        return NodeUnreachable(
+            node.name, f"{where}: the name {node.address!r} could not be resolved; use its IP address instead."
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return NodeUnreachable(
+            node.name,
+            f"{where} refused the connection on port {node.port}: sshd is not running there or listens on "
+            "another port. On a Mac, turn on System Settings › General › Sharing › Remote Login; on Linux, "
+            "start sshd (`sudo systemctl start ssh`).",
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return NodeUnreachable(
+            node.name,
+            f"{where} is unreachable ({exc.strerror or 'no route to host'}): check the node is on and on "
+            "the same network as this computer.",
+        )
+    if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError)):
+        reason = getattr(exc, "reason", "") or str(exc) or "connection lost"
+        return NodeUnreachable(
+            node.name, f"{where} closed the connection ({reason}); check the node, then try again."
+        )
+    if isinstance(exc, OSError):
+        return NodeUnreachable(
+            node.name, f"{where} could not be reached: {exc.strerror or exc}; check the node and try again."
+        )
+    return ClusterError(f"{where}: SSH failed: {exc}")
+
+
+class SessionPool:
+    """Open connections by node name, reused across commands (as the app keeps them) and closed together."""
+
+    def __init__(self, credentials: Credentials, known_hosts: KnownHosts, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+        self._credentials = credentials
+        self._known_hosts = known_hosts
+        self._connect_timeout_s = connect_timeout_s
+        self._sessions: dict[str, NodeSession] = {}
+        self._opening: dict[str, asyncio.Future[NodeSession]] = {}
+
+    async def session(self, node: Node) -> NodeSession:
+        """The open session to ``node``, connecting on first use (concurrent callers share one connect)."""
+        existing = self._sessions.get(node.name)
+        if existing is not None and existing.node == node and not existing._connection.is_closed():
+            return existing
+        pending = self._opening.get(node.name)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                open_session(node, self._credentials, self._known_hosts, connect_timeout_s=self._connect_timeout_s)
+            )
+            self._opening[node.name] = pending
+        try:
+            session = await asyncio.shield(pending)
+        finally:
+            self._opening.pop(node.name, None)
+        self._sessions[node.name] = session
+        return session
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+
+    async def __aenter__(self) -> SessionPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+@asynccontextmanager
+async def connect(node: Node, credentials: Credentials, known_hosts: KnownHosts, **kwargs: float) -> AsyncIterator[NodeSession]:
+    """``async with connect(node, ...) as session``: one session, closed on exit."""
+    session = await open_session(node, credentials, known_hosts, **kwargs)
+    try:
+        yield session
+    finally:
+        await session.close()
