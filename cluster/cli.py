@@ -233,7 +233,7 @@ def import_nodes(home: CorralHome, inventory: Inventory, file: str) -> int:
     from cluster.hostfile import parse_host_list_file
     from cluster.state import save_cluster
 
-    nodes = parse_host_list_file(Path(file))
+    nodes = parse_host_list_file(Path(file), taken_names=inventory.names())
     for node in nodes:
         inventory = inventory.with_node(node)
     save_cluster(home, inventory)
@@ -312,6 +312,8 @@ class PasswordSource:
             return cls(None, interactive=sys.stdin.isatty())
         lines = [line.rstrip("\r\n") for line in sys.stdin.readlines()]
         lines = [line for line in lines if line]
+        if not lines:  # nothing piped: only nodes that already accept corral's key can succeed
+            return cls({}, interactive=False)
         if len(lines) == 1:
             return cls({node.name: lines[0] for node in nodes}, interactive=False)
         if len(lines) == len(nodes):

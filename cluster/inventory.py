@@ -75,7 +75,8 @@ class Inventory:
     def with_node(self, node: Node) -> Inventory:
         """A copy with ``node`` appended; a name or address:port already present is an error."""
         for existing in self.nodes:
-            if existing.name == node.name:
+            # Case-blind, as ssh Host aliases and macOS file names are.
+            if existing.name.lower() == node.name.lower():
                 raise ClusterError(
                     f"A node named {node.name!r} already exists ({existing.describe()}); "
                     "choose another name with --name, or remove it first with `corral node remove`."

@@ -153,6 +153,8 @@ class NodeSession:
 async def _pump_lines(reader: asyncssh.SSHReader, stream_name: str, on_line: OnLine) -> str:
     chunks: list[str] = []
     async for line in reader:
+        if not line:  # the reader ends with an empty read at EOF; a real empty line is "\n"
+            continue
         chunks.append(line)
         on_line(stream_name, line.rstrip("\r\n"))
     return "".join(chunks)
