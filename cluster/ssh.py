@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import shlex
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -289,9 +290,10 @@ def map_connection_error(node: Node, exc: BaseException, *, using_password: bool
             "start sshd (`sudo systemctl start ssh`).",
         )
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        # asyncio puts "Connect call failed (...)" in strerror; the errno's own text reads better.
         return NodeUnreachable(
             node.name,
-            f"{where} is unreachable ({exc.strerror or 'no route to host'}): check the node is on and on "
+            f"{where} is unreachable ({os.strerror(exc.errno).lower()}): check the node is powered on and on "
             "the same network as this computer.",
         )
     if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError)):
@@ -300,9 +302,8 @@ def map_connection_error(node: Node, exc: BaseException, *, using_password: bool
             node.name, f"{where} closed the connection ({reason}); check the node, then try again."
         )
     if isinstance(exc, OSError):
-        return NodeUnreachable(
-            node.name, f"{where} could not be reached: {exc.strerror or exc}; check the node and try again."
-        )
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return NodeUnreachable(node.name, f"{where} could not be reached ({reason}); check the node and try again.")
     return ClusterError(f"{where}: SSH failed: {exc}")
 
 
