@@ -23,6 +23,7 @@ from cluster.known_hosts import KnownHosts, fingerprint, key_line
 from cluster.ssh import (
     Credentials,
     NodeSession,
+    connect,
     fetch_host_key,
     host_key_changed_error,
     host_key_unknown_error,
@@ -124,8 +125,10 @@ class KeySetup:
                     f"{node.describe()} does not accept corral's key yet and no password was given; "
                     f"run `corral keys {node.name}` and type the password of {node.user!r} when asked.",
                 ) from None
-            async with _closing(await self._open(node, Credentials(password=password))) as password_session:
-                del password  # keep it no longer than this one login
+            password_login = connect(
+                node, Credentials(password=password), self.known_hosts, connect_timeout_s=self.connect_timeout_s
+            )
+            async with password_login as password_session:
                 await password_session.run(append_once_argv("authorized_keys", [public_line]))
             session = await self._open(node, key_credentials)
         else:
@@ -135,17 +138,4 @@ class KeySetup:
 
     async def _open(self, node: Node, credentials: Credentials) -> NodeSession:
         return await open_session(node, credentials, self.known_hosts, connect_timeout_s=self.connect_timeout_s)
-
-
-class _closing:
-    """``async with`` for a NodeSession opened elsewhere."""
-
-    def __init__(self, session: NodeSession) -> None:
-        self.session = session
-
-    async def __aenter__(self) -> NodeSession:
-        return self.session
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.session.close()
 

@@ -146,6 +146,10 @@ class NodeSession:
         finally:
             task.cancel()
 
+    @property
+    def is_open(self) -> bool:
+        return not self._connection.is_closed()
+
     async def close(self) -> None:
         self._connection.close()
         await self._connection.wait_closed()
@@ -320,7 +324,7 @@ class SessionPool:
     async def session(self, node: Node) -> NodeSession:
         """The open session to ``node``, connecting on first use (concurrent callers share one connect)."""
         existing = self._sessions.get(node.name)
-        if existing is not None and existing.node == node and not existing._connection.is_closed():
+        if existing is not None and existing.node == node and existing.is_open:
             return existing
         pending = self._opening.get(node.name)
         if pending is None:
