@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +90,63 @@ def test_mlx_launch_line_is_printed(ready, tmp_path):
     printed = corral.ok("export", str(tmp_path / "out")).stdout
     line = next(l.strip() for l in printed.splitlines() if l.strip().startswith("mlx.launch "))
     assert shlex.split(line)[:5] == ["mlx.launch", "--backend", "ring", "--hostfile", str(tmp_path / "out" / "hosts.json")]
+
+
+MLX_SITE = Path("/var/tmp/corral-test-mlx-site")  # outside the nodes' private /tmp, so every node sees it
+ALL_SUM_SCRIPT = """\
+import socket
+import mlx.core as mx
+group = mx.distributed.init(backend="ring", strict=True)
+total = mx.distributed.all_sum(mx.ones(1)).item()
+print(f"rank {group.rank()} of {group.size()} on {socket.gethostname()}: all_sum={total:g}", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def mlx_on_nodes(ready):
+    """MLX importable by each node user's plain `python3`, as a user with MLX installed would have it.
+
+    The wheel is installed once into a shared directory from this machine (the nodes have no network)
+    and added to each user's site-packages with a .pth file.
+    """
+    cluster, _ = ready
+    if not (MLX_SITE / "mlx").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "--target", str(MLX_SITE), "mlx[cpu]"], check=True, timeout=600)
+    for node in cluster.nodes:
+        version = node.run(["python3", "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+                           as_user=True).stdout.strip()
+        site = node.home_on_host / ".local" / "lib" / f"python{version}" / "site-packages"
+        site.mkdir(parents=True, exist_ok=True)
+        (site / "corral-test-mlx.pth").write_text(f"{MLX_SITE}\n")
+        for path in [site, *site.parents]:
+            if path == node.home_on_host:
+                break
+            os.chown(path, node.uid, node.uid)
+    return cluster
+
+
+def test_printed_mlx_launch_line_works_verbatim_with_the_installed_ssh_config(ready, mlx_on_nodes, tmp_path):
+    cluster, corral = ready
+    printed = corral.ok("export", str(tmp_path / "out")).stdout
+    line = next(l.strip() for l in printed.splitlines() if l.strip().startswith("mlx.launch "))
+    # The script sits in a directory every node sees at the same path, as mlx.launch expects.
+    work = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="corral-mlx-launch-"))
+    try:
+        (work / "SCRIPT.py").write_text(ALL_SUM_SCRIPT)
+        work.chmod(0o755)
+        # What `corral ssh-config --install` does for a user: plain `ssh NODE` reads corral's config.
+        # (OpenSSH reads ~/.ssh from the passwd home, so the test puts an `ssh` first on PATH instead.)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "ssh").write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {tmp_path / "out" / "ssh_config"} "$@"\n')
+        (bin_dir / "ssh").chmod(0o755)
+        env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        result = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    reports = sorted(l for l in result.stdout.splitlines() if "all_sum=" in l)
+    assert len(reports) == len(cluster.nodes), result.stdout + result.stderr
+    for rank, node in enumerate(cluster.nodes):
+        assert f"rank {rank} of {len(cluster.nodes)} on {node.hostname}: all_sum={len(cluster.nodes)}" in reports[rank]
