@@ -52,6 +52,8 @@ class Inventory:
     nodes: tuple[Node, ...] = ()
     # CIDR MPI traffic should use, e.g. a Thunderbolt bridge; None means the nodes' own subnet.
     network: str | None = None
+    # Absolute path, on this computer, of the project folder last synced to the nodes.
+    project: str | None = None
 
     def names(self) -> list[str]:
         return [node.name for node in self.nodes]

@@ -17,7 +17,7 @@ from cluster.errors import ConfigError
 from cluster.inventory import DEFAULT_SSH_PORT, Inventory, Node, local_user
 
 FORMAT_VERSION = 1
-TOP_LEVEL_KEYS = ("version", "network", "nodes")
+TOP_LEVEL_KEYS = ("version", "network", "project", "nodes")
 NODE_KEYS = ("name", "address", "port", "user", "slots")
 
 # Names become ssh Host aliases and file names: no spaces, no leading '-' (ssh would read an
@@ -68,6 +68,8 @@ def dump_inventory(inventory: Inventory) -> str:
     data: dict[str, Any] = {"version": FORMAT_VERSION}
     if inventory.network is not None:
         data["network"] = inventory.network
+    if inventory.project is not None:
+        data["project"] = inventory.project
     data["nodes"] = [
         {"name": n.name, "address": n.address, "port": n.port, "user": n.user, "slots": n.slots}
         for n in inventory.nodes
@@ -222,8 +224,9 @@ class _InventoryReader:
         fields, _ = self._mapping(root, "", TOP_LEVEL_KEYS, "the file")
         self._version(fields.get("version"))
         network = self._network(fields.get("network"))
+        project = self._project(fields.get("project"))
         nodes = self._nodes(fields.get("nodes"))
-        return Inventory(nodes=nodes, network=network)
+        return Inventory(nodes=nodes, network=network, project=project)
 
     def _mapping(
         self, mapping: yaml.MappingNode, where: str, known: Sequence[str], owner: str
@@ -275,6 +278,20 @@ class _InventoryReader:
         problem = network_problem(value)
         if problem:
             self._problem(node, "network", problem)
+            return None
+        return value
+
+    def _project(self, field: tuple[yaml.Node, yaml.Node] | None) -> str | None:
+        if field is None:
+            return None
+        node = field[1]
+        value = self._value(node)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.startswith("/"):
+            self._problem(
+                node, "project", f"expected the absolute path of the project folder, got {_shown(node, self._value)}"
+            )
             return None
         return value
 

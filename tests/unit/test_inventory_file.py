@@ -187,3 +187,10 @@ def test_a_byte_order_mark_is_not_content(tmp_path: Path) -> None:
     path = tmp_path / "cluster.yaml"
     path.write_bytes(b"\xef\xbb\xbfnodes:\n  - {name: node1, address: 10.77.0.11}\n")
     assert load_inventory(path).names() == ["node1"]
+
+
+def test_project_round_trips_and_must_be_absolute():
+    inventory = Inventory(nodes=(Node("a", "10.0.0.1", user="u"),), project="/home/me/my project")
+    assert parse_inventory(dump_inventory(inventory)) == inventory
+    with pytest.raises(ConfigError, match=r"line 2: project: expected the absolute path of the project folder, got 'src'"):
+        parse_inventory("version: 1\nproject: src\nnodes: []\n")
