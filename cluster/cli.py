@@ -78,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("names", nargs="*", metavar="NAME")
     run.add_argument("--timeout-s", type=float, help="give up on a node after this long")
 
+    sync = commands.add_parser("sync", help="copy the project's code to every node (rsync, in parallel)")
+    sync.add_argument("path", nargs="?", help="the project folder (default: the last one synced, else here)")
+    sync.add_argument("--to", action="append", metavar="NAME", help="only these nodes (repeatable)")
+    sync.add_argument("--exclude", action="append", metavar="PATTERN", help="skip files matching (repeatable; "
+                      ".gitignore is honoured too)")
+
+    env = commands.add_parser("env", help="make the same Python environment (venv with MLX, mpi4py and your "
+                              "requirements) on every node")
+    env.add_argument("--requirements", metavar="FILE", help="a requirements.txt to install too")
+    env.add_argument("--python", metavar="PATH", help="the Python on the nodes to build the venv from "
+                     "(default: python3, 3.10 or newer)")
+    env.add_argument("--wheels", choices=["online", "push"], default="online", help="online: each node downloads "
+                     "from the package index; push: this computer downloads and copies them (nodes need no network)")
+    env.add_argument("--to", action="append", metavar="NAME", help="only these nodes (repeatable)")
+
+    doctor = commands.add_parser("doctor", help="check that the cluster can train, node by node")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
     export = commands.add_parser("export", help="write hostfile, hosts.json, ssh_config and mpirun.sh")
     export.add_argument("directory", metavar="DIR")
 
@@ -491,6 +509,24 @@ def cmd_ssh_config(home: CorralHome, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sync(home: CorralHome, args: argparse.Namespace) -> int:
+    from cluster.cli_sync import run_sync_command
+
+    return run_sync_command(home, args)
+
+
+def cmd_env(home: CorralHome, args: argparse.Namespace) -> int:
+    from cluster.cli_env import run_env_command
+
+    return run_env_command(home, args)
+
+
+def cmd_doctor(home: CorralHome, args: argparse.Namespace) -> int:
+    from cluster.cli_doctor import run_doctor_command
+
+    return run_doctor_command(home, args)
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -503,6 +539,9 @@ COMMANDS = {
     "discover": cmd_discover,
     "keys": cmd_keys,
     "exec": cmd_exec,
+    "sync": cmd_sync,
+    "env": cmd_env,
+    "doctor": cmd_doctor,
     "export": cmd_export,
     "ssh-config": cmd_ssh_config,
 }
