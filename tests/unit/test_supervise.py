@@ -1,0 +1,74 @@
+"""The head-node supervisor, run here for real: detached start, follow to the end, status, stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cluster.remote.supervise as supervise_module
+
+SUPERVISE = [sys.executable, supervise_module.__file__]
+
+
+def supervise(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SUPERVISE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(predicate, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_start_returns_at_once_and_follow_streams_everything_until_the_end(tmp_path):
+    run_dir = str(tmp_path / "run")
+    started = time.monotonic()
+    result = supervise("start", run_dir, "--", "sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done; exit 3")
+    assert time.monotonic() - started < 0.8  # did not wait for the 1 s program
+    info = json.loads(result.stdout)
+    assert info["pid"] > 0
+    followed = supervise("follow", run_dir)
+    assert followed.stdout.splitlines() == [f"line {i}" for i in range(1, 6)]
+    assert json.loads(supervise("status", run_dir).stdout)["returncode"] == 3
+
+
+def test_follow_from_an_offset_replays_the_rest(tmp_path):
+    run_dir = str(tmp_path / "run")
+    supervise("start", run_dir, "--", "sh", "-c", "echo first; echo second")
+    supervise("follow", run_dir)
+    assert supervise("follow", run_dir, "--offset", "6").stdout == "second\n"
+
+
+def test_the_launcher_survives_its_caller_and_stop_ends_the_whole_group(tmp_path):
+    run_dir = tmp_path / "run"
+    # A launcher with a child of its own, both ignoring SIGINT, to exercise the escalation.
+    script = "trap '' INT; sleep 60 & trap '' INT; wait"
+    info = json.loads(supervise("start", str(run_dir), "--", "sh", "-c", script).stdout)
+    pgid = info["pgid"]
+    status = json.loads(supervise("status", str(run_dir)).stdout)
+    assert status["alive"] is True
+    result = json.loads(supervise("stop", str(run_dir), "--grace-s", "0.5").stdout)
+    assert result["stopped"] is True
+    assert result["signals"][0] == "SIGINT" and len(result["signals"]) >= 2
+    listing = subprocess.run(["ps", "-A", "-o", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
+    assert not [row for row in listing if row.split()[:1] == [str(pgid)] and not row.split()[1].startswith("Z")]
+    wait_for(lambda: (run_dir / "exit.json").exists())
+    assert json.loads(supervise("status", str(run_dir)).stdout)["alive"] is False
+
+
+def test_a_missing_program_is_reported(tmp_path):
+    result = supervise("start", str(tmp_path / "run"), "--", "/nonexistent/mpirun")
+    assert result.returncode == 1
+    assert "cannot start /nonexistent/mpirun" in result.stdout
+
+
+def test_a_run_directory_is_used_once(tmp_path):
+    run_dir = str(tmp_path / "run")
+    supervise("start", run_dir, "--", "true")
+    again = supervise("start", run_dir, "--", "true")
+    assert again.returncode == 2 and "used once" in again.stdout
+    assert Path(run_dir, "launcher.json").exists()
