@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -217,14 +217,21 @@ def node_from_args(inventory: Inventory, args: argparse.Namespace) -> Node:
     from cluster.errors import ClusterError
     from cluster.inventory import DEFAULT_SSH_PORT, Node, default_node_name, local_user, split_destination
 
+    from cluster.inventory_file import address_problem, name_problem, user_problem
+
     user, address, port = split_destination(args.address)
-    port = args.port or port or DEFAULT_SSH_PORT
+    port = args.port if args.port is not None else (port or DEFAULT_SSH_PORT)
     if not 1 <= port <= 65535:
         raise ClusterError(f"--port: {port} is not a TCP port (1 to 65535).")
     if args.slots < 1:
         raise ClusterError(f"--slots: {args.slots} must be at least 1 (the number of ranks on this node).")
     name = args.name or default_node_name(address, inventory)
-    return Node(name=name, address=address, port=port, user=args.user or user or local_user(), slots=args.slots)
+    user = args.user or user or local_user()
+    for what, problem in (("ADDRESS", address_problem(address)), ("--name", name_problem(name)),
+                          ("--user", user_problem(user))):
+        if problem:
+            raise ClusterError(f"{what}: {problem}.")
+    return Node(name=name, address=address, port=port, user=user, slots=args.slots)
 
 
 def print_nodes(inventory: Inventory, *, as_json: bool) -> int:
@@ -262,12 +269,15 @@ def import_nodes(home: CorralHome, inventory: Inventory, file: str) -> int:
 def cmd_network(home: CorralHome, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from cluster.commands import validate_cidr
+    from cluster.errors import ClusterError
+    from cluster.inventory_file import network_problem
     from cluster.state import load_cluster, save_cluster
 
     inventory = load_cluster(home)
+    if args.cidr and (problem := network_problem(args.cidr)):
+        raise ClusterError(f"network: {problem}.")
     if args.auto or args.cidr:
-        network = None if args.auto else validate_cidr(args.cidr)
+        network = None if args.auto else args.cidr
         inventory = replace(inventory, network=network)
         save_cluster(home, inventory)
     source = "set" if inventory.network else "the nodes' own subnet"
@@ -342,7 +352,6 @@ class PasswordSource:
         )
 
     async def ask(self, node: Node) -> str | None:
-        import asyncio
         import getpass
 
         if self._by_node is not None:
@@ -351,7 +360,7 @@ class PasswordSource:
             return None
         hint = " (Enter: same as the previous one)" if self._last else ""
         prompt = f"Password for {node.user}@{node.address} ({node.name}){hint}: "
-        typed = await asyncio.to_thread(getpass.getpass, prompt)
+        typed = await ask_on_terminal(getpass.getpass, prompt)
         password = typed or self._last
         self._last = password
         return password
@@ -380,8 +389,7 @@ async def run_keys(home: CorralHome, inventory: Inventory, selected: Sequence[No
         if not sys.stdin.isatty():
             return False
         async with prompt_lock:
-            answer = await asyncio.to_thread(
-                input, f"{node.describe()} host key is {fingerprint}. Trust it? [y/N] ")
+            answer = await ask_on_terminal(input, f"{node.describe()} host key is {fingerprint}. Trust it? [y/N] ")
         return answer.strip().lower() in ("y", "yes")
 
     async def ask_password(node: Node) -> str | None:
@@ -416,6 +424,63 @@ async def run_keys(home: CorralHome, inventory: Inventory, selected: Sequence[No
     finally:
         await asyncio.gather(*(s.close() for s in sessions.values() if s is not None), return_exceptions=True)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+async def ask_on_terminal(prompt_function: Callable[[str], str], prompt: str) -> str:
+    """Ask on the terminal without blocking the event loop, and let Ctrl-C end corral at once.
+
+    ``asyncio.to_thread`` would make ``asyncio.run`` wait, after Ctrl-C, for the blocked read to
+    finish; a daemon thread does not hold up the exit. The terminal's settings are restored either way,
+    since getpass turns echo off and only turns it back on when its read returns.
+    """
+    import asyncio
+    import threading
+
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def settle(value: str | None, error: BaseException | None) -> None:
+        if not answer.done():
+            answer.set_exception(error) if error is not None else answer.set_result(value or "")
+
+    def read() -> None:
+        try:
+            value, error = prompt_function(prompt), None
+        except BaseException as exc:  # noqa: BLE001 - EOF or ^D at the prompt is handed to the waiting coroutine
+            value, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:
+            pass  # corral is already shutting down
+
+    saved = _terminal_settings()
+    threading.Thread(target=read, name="corral-prompt", daemon=True).start()
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        _restore_terminal(saved)
+        print(file=sys.stderr)
+        raise
+
+
+def _terminal_settings() -> object:
+    try:
+        import termios
+
+        return termios.tcgetattr(sys.stdin.fileno())
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+def _restore_terminal(saved: object) -> None:
+    if saved is None:
+        return
+    import termios
+
+    try:
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+    except (OSError, ValueError):
+        pass
 
 
 def print_outcomes(outcomes: Sequence[NodeOutcome[object]], *, ok_text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +67,3 @@ def mlx_launch_argv(hosts_json: Path, program: Sequence[str], *, python: str = "
     """``mlx.launch`` with the ring backend over the exported hosts JSON (it uses plain ``ssh HOST``)."""
     return ["mlx.launch", "--backend", "ring", "--hostfile", str(hosts_json), "--python", python, "--", *program]
 
-
-def validate_cidr(value: str, *, field: str = "network") -> str:
-    """A CIDR like ``10.0.0.0/24`` (host bits are cleared); an error sentence names the field otherwise."""
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError as exc:
-        raise ClusterError(f"{field}: {value!r} is not a network like 10.0.0.0/24 ({exc}).") from exc

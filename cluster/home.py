@@ -40,9 +40,13 @@ class CorralHome:
         return self.root / "logs" / "corral.log"
 
     def ensure(self) -> None:
-        """Create the home (private to this user: it holds a private key and host keys)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        """Create the home, private to this user (it holds a private key and host keys).
+
+        An existing directory is left as it is: ``--home`` may name a directory the user shares, and
+        the private files get their own modes when they are written.
+        """
+        if not self.root.is_dir():
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def resolve_home(cli_value: str | os.PathLike[str] | None = None) -> CorralHome:

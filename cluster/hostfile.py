@@ -54,6 +54,7 @@ class _Host:
     port: int = DEFAULT_SSH_PORT
     slots: int = 1
     ips: list[str] = field(default_factory=list)
+    alias: str | None = None  # an ssh_config alias the address was resolved from
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +289,15 @@ def _mlx_host(entry: Any, where: str, problems: list[str]) -> _Host | None:
         if problem:
             problems.append(f"{where}.ssh: the host {problem}")
     host.ips = _mlx_ips(entry.get("ips", []), f"{where}.ips", problems)
+    if host.ips and host.user is None and _is_alias(host.address):
+        # "node1" is an ssh_config alias (as corral exports it) that only resolves through that config;
+        # the entry's own IP is an address corral can reach. The alias stays as the node's name.
+        host.alias, host.address = host.address, host.ips[0]
     return host if len(problems) == before else None
+
+
+def _is_alias(address: str) -> bool:
+    return bool(address) and "." not in address and ":" not in address and not _is_ip(address)
 
 
 def _has_typo_of(entry: Mapping[str, Any], key: str) -> bool:
@@ -350,7 +359,7 @@ def _nodes(hosts: list[_Host], source: object, problems: list[str], taken_names:
     taken = {name.lower() for name in taken_names}
     return [
         Node(
-            name=_derived_name(host.address, position, taken),
+            name=_derived_name(host.alias or host.address, position, taken),
             address=host.address,
             port=host.port,
             user=host.user if host.user is not None else local_user(),

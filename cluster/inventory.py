@@ -71,8 +71,8 @@ class Inventory:
         unknown = [name for name in names if name not in self.names()]
         if unknown:
             raise ClusterError("; ".join(unknown_node_message(name, self.names()) for name in unknown))
-        wanted = set(names)
-        return [node for node in self.nodes if node.name in wanted]
+        # In the order given (prompts and --password-stdin lines follow it), each node once.
+        return [self.node(name) for name in dict.fromkeys(names)]
 
     def with_node(self, node: Node) -> Inventory:
         """A copy with ``node`` appended; a name or address:port already present is an error."""
@@ -83,7 +83,7 @@ class Inventory:
                     f"A node named {node.name!r} already exists ({existing.describe()}); "
                     "choose another name with --name, or remove it first with `corral node remove`."
                 )
-            if (existing.address, existing.port) == (node.address, node.port):
+            if (existing.address.lower(), existing.port) == (node.address.lower(), node.port):
                 raise ClusterError(
                     f"{node.address}:{node.port} is already in the cluster as {existing.name!r}; "
                     "remove it first with `corral node remove` to add it again."

@@ -24,10 +24,10 @@ from cluster.ssh import (
     Credentials,
     NodeSession,
     connect,
-    fetch_host_key,
     host_key_changed_error,
     host_key_unknown_error,
     open_session,
+    presented_host_key,
 )
 
 # Asked once per node whose key is unknown; True accepts it. The CLI asks on the terminal (or
@@ -99,9 +99,7 @@ class KeySetup:
 
     async def trust(self, node: Node) -> None:
         """Make sure the node's host key is accepted: ask for an unknown one, refuse a changed one."""
-        accepted = self.known_hosts.keys_for(node)
-        algorithms = sorted({key.get_algorithm() for key in accepted})
-        presented = await fetch_host_key(node, algorithms=algorithms, timeout_s=self.connect_timeout_s)
+        accepted, presented = await presented_host_key(node, self.known_hosts, self.connect_timeout_s)
         if accepted:
             if not any(key_line(key) == key_line(presented) for key in accepted):
                 raise host_key_changed_error(node, accepted[0], presented)
@@ -130,10 +128,21 @@ class KeySetup:
             )
             async with password_login as password_session:
                 await password_session.run(append_once_argv("authorized_keys", [public_line]))
-            session = await self._open(node, key_credentials)
-        else:
+            try:
+                return await self._open(node, key_credentials)
+            except AuthFailed:
+                raise AuthFailed(
+                    node.name,
+                    f"{node.describe()}: corral's key is now in ~/.ssh/authorized_keys but sshd still refuses it; "
+                    "check that the home directory and ~/.ssh are not writable by others (sshd's StrictModes) "
+                    f"and sshd's AuthorizedKeysFile setting, then run `corral keys {node.name}` again.",
+                ) from None
+        try:
             # Key login already works; still make sure the line is there exactly once (idempotent).
             await session.run(append_once_argv("authorized_keys", [public_line]))
+        except BaseException:
+            await session.close()
+            raise
         return session
 
     async def _open(self, node: Node, credentials: Credentials) -> NodeSession:

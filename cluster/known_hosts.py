@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncssh
 
 from cluster.atomic import write_atomic
+from cluster.errors import ConfigError
 from cluster.inventory import Node
 
 HEADER = "# Host keys accepted by corral (OpenSSH known_hosts format).\n"
@@ -27,8 +28,15 @@ class KnownHosts:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._text = path.read_text() if path.exists() else ""
-        self._parsed = asyncssh.import_known_hosts(self._text)
+        try:
+            self._text = path.read_text() if path.exists() else ""
+            self._parsed = asyncssh.import_known_hosts(self._text)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(
+                path,
+                [f"cannot be used as a known_hosts file ({exc}); fix that line or move the file aside, "
+                 "then run `corral keys NODE --accept-new` to accept the nodes' host keys again"],
+            ) from exc
 
     def for_asyncssh(self) -> asyncssh.SSHKnownHosts:
         return self._parsed

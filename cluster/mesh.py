@@ -12,12 +12,13 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cluster.errors import NodeError
+from cluster.errors import ClusterError, NodeError
 from cluster.fleet import NodeOutcome, for_each_node
 from cluster.inventory import DEFAULT_SSH_PORT, Node
 from cluster.keys import append_once_argv
 from cluster.known_hosts import KnownHosts, key_line
 from cluster.ssh import NodeSession
+from cluster.ssh_config import ssh_host_block
 
 NODE_KEY_FILE = "corral_ed25519"
 NODE_KNOWN_HOSTS_FILE = "corral_known_hosts"
@@ -58,7 +59,8 @@ chmod 600 "$f"
 if ! grep -qxF '{INCLUDE_LINE}' "$f"; then
   tmp="$f.corral-tmp.$$"
   {{ printf '%s\\n' '# Added by corral: lets mpirun reach the other nodes of the cluster.' '{INCLUDE_LINE}' ''; cat "$f"; }} > "$tmp"
-  mv -f "$tmp" "$f"
+  # A symlinked config (dotfile managers) is written through the link rather than replaced by a file.
+  if [ -L "$f" ]; then cat "$tmp" > "$f" && rm -f "$tmp"; else mv -f "$tmp" "$f"; fi
 fi
 """
 
@@ -89,27 +91,9 @@ def node_known_hosts(nodes: Sequence[Node], known_hosts: KnownHosts) -> str:
 
 def node_ssh_config(nodes: Sequence[Node]) -> str:
     """The ssh config a node uses to reach the others, by name or by address."""
-    blocks = ["# Written by corral: how this node reaches the other nodes of the cluster."]
-    for node in nodes:
-        blocks.append(
-            "\n".join(
-                [
-                    f"Host {node.name} {node.address}",
-                    f"    HostName {node.address}",
-                    f"    Port {node.port}",
-                    f"    User {node.user}",
-                    f"    IdentityFile ~/.ssh/{NODE_KEY_FILE}",
-                    "    IdentitiesOnly yes",
-                    f"    UserKnownHostsFile ~/.ssh/{NODE_KNOWN_HOSTS_FILE}",
-                    "    StrictHostKeyChecking yes",
-                    "    BatchMode yes",
-                    "    ConnectTimeout 5",
-                    "    ServerAliveInterval 5",
-                    "    ServerAliveCountMax 2",
-                ]
-            )
-        )
-    return "\n\n".join(blocks) + "\n"
+    header = "# Written by corral: how this node reaches the other nodes of the cluster."
+    blocks = [ssh_host_block(node, f"~/.ssh/{NODE_KEY_FILE}", f"~/.ssh/{NODE_KNOWN_HOSTS_FILE}") for node in nodes]
+    return "\n\n".join([header, *blocks]) + "\n"
 
 
 def peer_probe_argv(peer: Node) -> list[str]:
@@ -186,8 +170,11 @@ async def _probe_peers(session: NodeSession, peers: Sequence[Node]) -> tuple[lis
     others = [peer for peer in peers if peer.name != session.node.name]
 
     async def probe(peer: Node) -> str | None:
-        async with limit:
-            result = await session.run(peer_probe_argv(peer), check=False, timeout_s=30)
+        try:
+            async with limit:
+                result = await session.run(peer_probe_argv(peer), check=False, timeout_s=30)
+        except ClusterError as exc:  # one stuck probe must not hide the other peers' results
+            return f"{session.node.name} could not probe {peer.name}: {exc}"
         if result.ok:
             return None
         why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit status {result.exit_status}"

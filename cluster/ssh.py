@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
-import shlex
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -65,11 +65,20 @@ class CommandResult:
         return self.exit_status == 0
 
 
+def quote_argument(argument: str) -> str:
+    """One argument in single quotes, for sh, bash and zsh alike.
+
+    Always quoted: ``shlex.quote`` leaves words like ``=ls`` bare, and zsh (the macOS login shell)
+    expands a leading ``=`` into a command's path.
+    """
+    return "'" + argument.replace("'", "'\"'\"'") + "'"
+
+
 def remote_command(argv: Sequence[str]) -> str:
-    """The command line for the node's shell: every argument quoted, so none is run as shell."""
+    """The command line for the node's login shell: every argument quoted, so none is run as shell."""
     if not argv:
         raise ValueError("an empty command cannot be run")
-    return shlex.join(argv)
+    return " ".join(quote_argument(argument) for argument in argv)
 
 
 class NodeSession:
@@ -88,63 +97,47 @@ class NodeSession:
         timeout_s: float | None = None,
         on_line: OnLine | None = None,
     ) -> CommandResult:
-        """Run ``argv`` on the node and wait for it; ``on_line`` sees output as it arrives."""
-        command = remote_command(argv)
+        """Run ``argv`` on the node and wait for it; ``on_line`` sees each output line as it arrives.
+
+        On a timeout or cancellation the remote command is sent SIGTERM, so nothing is left running.
+        """
         try:
-            if on_line is None:
-                completed = await self._connection.run(command, input=input, check=False, timeout=timeout_s)
-                stdout, stderr = _text(completed.stdout), _text(completed.stderr)
-                status = completed.exit_status
-            else:
-                status, stdout, stderr = await self._run_streaming(command, input, timeout_s, on_line)
-        except (asyncssh.TimeoutError, asyncio.TimeoutError) as exc:
-            raise NodeUnreachable(
-                self.node.name,
-                f"{self.node.name}: `{argv[0]}` did not finish within {timeout_s:g} s; "
-                "check the node's load, or run it again with a longer timeout.",
-            ) from exc
+            process = await self._connection.create_process(remote_command(argv))
         except (asyncssh.Error, OSError) as exc:
             raise map_connection_error(self.node, exc, using_password=False) from exc
-        result = CommandResult(self.node.name, tuple(argv), status, stdout, stderr)
-        if check and not result.ok:
-            raise RemoteCommandFailed(self.node.name, argv, status, stderr)
-        return result
-
-    async def _run_streaming(
-        self, command: str, input: str | None, timeout_s: float | None, on_line: OnLine
-    ) -> tuple[int | None, str, str]:
-        process = await self._connection.create_process(command)
         try:
-            if input is not None:
-                process.stdin.write(input)
-            process.stdin.write_eof()
-            collected = await asyncio.wait_for(
-                asyncio.gather(
-                    _pump_lines(process.stdout, "stdout", on_line),
-                    _pump_lines(process.stderr, "stderr", on_line),
-                ),
-                timeout_s,
-            )
-            await process.wait_closed()
+            stdout, stderr = await asyncio.wait_for(self._communicate(process, input, on_line), timeout_s)
+        except asyncio.TimeoutError as exc:
+            _terminate(process)
+            raise NodeUnreachable(
+                self.node.name,
+                f"{self.node.name}: `{argv[0]}` did not finish within {timeout_s:g} s and was stopped; "
+                "check the node's load, or run it again with a longer timeout.",
+            ) from exc
+        except asyncio.CancelledError:
+            _terminate(process)
+            raise
+        except (asyncssh.Error, OSError) as exc:
+            raise map_connection_error(self.node, exc, using_password=False) from exc
         finally:
             process.close()
-        return process.exit_status, collected[0], collected[1]
+        result = CommandResult(self.node.name, tuple(argv), process.exit_status, stdout, stderr)
+        if check and not result.ok:
+            raise RemoteCommandFailed(self.node.name, argv, result.exit_status, stderr)
+        return result
 
-    async def stream(self, argv: Sequence[str]) -> AsyncIterator[tuple[str, str]]:
-        """Yield ``(stream, line)`` as the command prints; raises RemoteCommandFailed on a non-zero exit."""
-        queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
-
-        def on_line(stream_name: str, line: str) -> None:
-            queue.put_nowait((stream_name, line))
-
-        task = asyncio.ensure_future(self.run(argv, on_line=on_line))
-        task.add_done_callback(lambda _: queue.put_nowait(None))
-        try:
-            while (item := await queue.get()) is not None:
-                yield item
-            await task
-        finally:
-            task.cancel()
+    @staticmethod
+    async def _communicate(
+        process: asyncssh.SSHClientProcess[str], input: str | None, on_line: OnLine | None
+    ) -> tuple[str, str]:
+        if input is not None:
+            process.stdin.write(input)
+        process.stdin.write_eof()
+        stdout, stderr = await asyncio.gather(
+            _collect(process.stdout, "stdout", on_line), _collect(process.stderr, "stderr", on_line)
+        )
+        await process.wait_closed()
+        return stdout, stderr
 
     @property
     def is_open(self) -> bool:
@@ -153,6 +146,20 @@ class NodeSession:
     async def close(self) -> None:
         self._connection.close()
         await self._connection.wait_closed()
+
+
+def _terminate(process: asyncssh.SSHClientProcess[str]) -> None:
+    # OpenSSH's sshd delivers the signal to the command; an old server may not, then close() still hangs up.
+    try:
+        process.send_signal("TERM")
+    except (asyncssh.Error, OSError):
+        pass
+
+
+async def _collect(reader: asyncssh.SSHReader[str], stream_name: str, on_line: OnLine | None) -> str:
+    if on_line is None:
+        return await reader.read()
+    return await _pump_lines(reader, stream_name, on_line)
 
 
 async def _pump_lines(reader: asyncssh.SSHReader, stream_name: str, on_line: OnLine) -> str:
@@ -165,12 +172,26 @@ async def _pump_lines(reader: asyncssh.SSHReader, stream_name: str, on_line: OnL
     return "".join(chunks)
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return str(value)
+def load_client_key(path: Path) -> asyncssh.SSHKey:
+    """corral's private key, read once per change of the file; a missing or broken key says what to do."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ClusterError(
+            f"corral has no SSH key yet ({path}); run `corral keys` to make it and install it on the nodes."
+        ) from None
+    return _read_key(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_key(path: str, mtime_ns: int, size: int) -> asyncssh.SSHKey:
+    try:
+        return asyncssh.read_private_key(path)
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise ClusterError(
+            f"{path} is not a usable private key ({exc}); move it aside and run `corral keys` to make a new one "
+            "and install it on the nodes."
+        ) from exc
 
 
 async def open_session(
@@ -189,7 +210,7 @@ async def open_session(
         # here works identically in the GUI, the CLI and the exported files.
         config=[],
         agent_path=None,
-        client_keys=[str(credentials.private_key_path)] if credentials.private_key_path else None,
+        client_keys=[load_client_key(credentials.private_key_path)] if credentials.private_key_path else None,
         password=credentials.password,
         preferred_auth="password,keyboard-interactive" if using_password else "publickey",
         connect_timeout=connect_timeout_s,
@@ -222,11 +243,18 @@ async def fetch_host_key(node: Node, *, algorithms: Sequence[str] = (), timeout_
     return key
 
 
-async def diagnose_host_key(node: Node, known_hosts: KnownHosts, timeout_s: float) -> ClusterError:
-    """Explain a host key that failed verification: never seen before, or changed since accepted."""
+async def presented_host_key(
+    node: Node, known_hosts: KnownHosts, timeout_s: float
+) -> tuple[list[asyncssh.SSHKey], asyncssh.SSHKey]:
+    """The keys accepted for the node, and the key it presents now (of the same type, if any is accepted)."""
     accepted = known_hosts.keys_for(node)
     algorithms = sorted({key.get_algorithm() for key in accepted})
-    presented = await fetch_host_key(node, algorithms=algorithms, timeout_s=timeout_s)
+    return accepted, await fetch_host_key(node, algorithms=algorithms, timeout_s=timeout_s)
+
+
+async def diagnose_host_key(node: Node, known_hosts: KnownHosts, timeout_s: float) -> ClusterError:
+    """Explain a host key that failed verification: never seen before, or changed since accepted."""
+    accepted, presented = await presented_host_key(node, known_hosts, timeout_s)
     if not accepted:
         return host_key_unknown_error(node, presented)
     return host_key_changed_error(node, accepted[0], presented)
@@ -238,7 +266,7 @@ def host_key_unknown_error(node: Node, presented: asyncssh.SSHKey) -> HostKeyUnk
         node.name,
         f"{node.describe()} presented host key {shown}, which corral has not accepted yet. "
         f"Compare it with `ssh-keygen -lf /etc/ssh/ssh_host_{_key_kind(presented)}_key.pub` on the node, "
-        "then run `corral keys --accept-new` to trust it.",
+        f"then run `corral keys {node.name} --accept-new` to trust it.",
         fingerprint=shown,
         key_line=key_line(presented),
     )
@@ -314,32 +342,54 @@ def map_connection_error(node: Node, exc: BaseException, *, using_password: bool
 class SessionPool:
     """Open connections by node name, reused across commands (as the app keeps them) and closed together."""
 
-    def __init__(self, credentials: Credentials, known_hosts: KnownHosts, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    def __init__(
+        self, credentials: Credentials, known_hosts: KnownHosts, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ) -> None:
         self._credentials = credentials
         self._known_hosts = known_hosts
         self._connect_timeout_s = connect_timeout_s
         self._sessions: dict[str, NodeSession] = {}
-        self._opening: dict[str, asyncio.Future[NodeSession]] = {}
+        self._opening: dict[str, asyncio.Task[NodeSession]] = {}
+        self._closed = False
 
     async def session(self, node: Node) -> NodeSession:
-        """The open session to ``node``, connecting on first use (concurrent callers share one connect)."""
+        """The open session to ``node``, connecting on first use; concurrent callers share one connect."""
+        if self._closed:
+            raise ClusterError("corral's connections were already closed; start the command again.")
         existing = self._sessions.get(node.name)
         if existing is not None and existing.node == node and existing.is_open:
             return existing
-        pending = self._opening.get(node.name)
-        if pending is None:
-            pending = asyncio.ensure_future(
-                open_session(node, self._credentials, self._known_hosts, connect_timeout_s=self._connect_timeout_s)
-            )
-            self._opening[node.name] = pending
+        opening = self._opening.get(node.name)
+        if opening is None:
+            opening = self._opening[node.name] = asyncio.create_task(self._open(node))
+            # If every caller was cancelled, nobody awaits a failure: retrieve it so none goes unreported.
+            opening.add_done_callback(lambda task: task.cancelled() or task.exception())
+        # A cancelled caller must not cancel the connect others wait on; the task owns the bookkeeping.
+        return await asyncio.shield(opening)
+
+    async def _open(self, node: Node) -> NodeSession:
         try:
-            session = await asyncio.shield(pending)
+            session = await open_session(
+                node, self._credentials, self._known_hosts, connect_timeout_s=self._connect_timeout_s
+            )
         finally:
             self._opening.pop(node.name, None)
+        if self._closed:
+            await session.close()
+            raise ClusterError("corral's connections were closed while connecting; start the command again.")
+        replaced = self._sessions.pop(node.name, None)
+        if replaced is not None:  # the node's address or user changed, or the connection dropped
+            await replaced.close()
         self._sessions[node.name] = session
         return session
 
     async def close(self) -> None:
+        self._closed = True
+        opening = list(self._opening.values())
+        for task in opening:
+            task.cancel()
+        # Gathering also retrieves their exceptions, so none is reported as "never retrieved".
+        await asyncio.gather(*opening, return_exceptions=True)
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
 

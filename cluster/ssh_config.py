@@ -18,32 +18,34 @@ def _quote(path: Path) -> str:
     return f'"{path}"'
 
 
+def ssh_host_block(node: Node, identity_file: str, known_hosts_file: str) -> str:
+    """One node's Host block: by name or address, its user, the key and known hosts, strict and non-interactive."""
+    return "\n".join(
+        [
+            f"Host {node.name} {node.address}",
+            f"    HostName {node.address}",
+            f"    Port {node.port}",
+            f"    User {node.user}",
+            f"    IdentityFile {identity_file}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {known_hosts_file}",
+            "    StrictHostKeyChecking yes",
+            "    BatchMode yes",
+            "    ConnectTimeout 5",
+            "    ServerAliveInterval 5",
+            "    ServerAliveCountMax 2",
+        ]
+    )
+
+
 def client_ssh_config(nodes: Sequence[Node], home: CorralHome) -> str:
-    """Host blocks with users, corral's key and known hosts, strict and non-interactive, as tools need."""
-    blocks = [
+    """The cluster's nodes as this computer reaches them with corral's key and known hosts."""
+    header = (
         "# Written by corral from the cluster inventory; it is rewritten when the inventory changes.\n"
         "# Use it with `ssh -F THIS_FILE NODE`, or `corral ssh-config --install` so plain `ssh NODE` works."
-    ]
-    for node in nodes:
-        blocks.append(
-            "\n".join(
-                [
-                    f"Host {node.name} {node.address}",
-                    f"    HostName {node.address}",
-                    f"    Port {node.port}",
-                    f"    User {node.user}",
-                    f"    IdentityFile {_quote(home.private_key_path)}",
-                    "    IdentitiesOnly yes",
-                    f"    UserKnownHostsFile {_quote(home.known_hosts_path)}",
-                    "    StrictHostKeyChecking yes",
-                    "    BatchMode yes",
-                    "    ConnectTimeout 5",
-                    "    ServerAliveInterval 5",
-                    "    ServerAliveCountMax 2",
-                ]
-            )
-        )
-    return "\n\n".join(blocks) + "\n"
+    )
+    identity, known = _quote(home.private_key_path), _quote(home.known_hosts_path)
+    return "\n\n".join([header, *(ssh_host_block(node, identity, known) for node in nodes)]) + "\n"
 
 
 def write_client_ssh_config(nodes: Sequence[Node], home: CorralHome, path: Path | None = None) -> Path:
@@ -60,9 +62,14 @@ def include_line(home: CorralHome) -> str:
     return f"Include {_quote(home.ssh_config_path)}"
 
 
+def _through_symlink(path: Path) -> Path:
+    # Dotfile managers symlink ~/.ssh/config; edit the file it points to instead of replacing the link.
+    return path.resolve() if path.is_symlink() else path
+
+
 def install_include(home: CorralHome, user_config: Path | None = None) -> bool:
     """Put the Include first in the user's ssh config (ssh keeps the first value it reads); False if there."""
-    target = user_config or user_ssh_config_path()
+    target = _through_symlink(user_config or user_ssh_config_path())
     existing = target.read_text() if target.exists() else ""
     if include_line(home) in existing.splitlines():
         return False
@@ -74,7 +81,7 @@ def install_include(home: CorralHome, user_config: Path | None = None) -> bool:
 
 def uninstall_include(home: CorralHome, user_config: Path | None = None) -> bool:
     """Remove the Include (and its marker and the blank line after it); False if it was not there."""
-    target = user_config or user_ssh_config_path()
+    target = _through_symlink(user_config or user_ssh_config_path())
     if not target.exists():
         return False
     lines = target.read_text().splitlines(keepends=True)

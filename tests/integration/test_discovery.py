@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from cluster.discovery import FoundHost, browse_mdns, discover
+from tests.integration.node_site import NODE_PYTHON, shared_site
 from tests.testbed.cluster import TestCluster, TestNode, can_build_clusters, read_ssh_banner
 
 pytestmark = pytest.mark.integration
 
-PYTHON = "/work/main/.venv/bin/python"
 CORRAL = Path(sys.executable).parent / "corral"
 # A responder multicasts a record at most once a second (RFC 6762 §6): a window of two seconds
 # survives a browse that starts just after the node's own announcements.
@@ -88,8 +88,10 @@ def test_node_with_sshd_stopped_is_not_listed(cluster: TestCluster) -> None:
 
 def _advertise(node: TestNode) -> str:
     """Start the advertiser in the node, wait until it has announced, and return its pid there."""
-    script = 'exec "$0" -c "$1" "$2" "$3" >/tmp/mdns-advertiser.log 2>&1 </dev/null & echo $!'
-    pid = node.run(["sh", "-c", script, PYTHON, ADVERTISER, node.address, node.hostname]).stdout.strip()
+    site = shared_site("zeroconf", "zeroconf")
+    script = 'PYTHONPATH="$4" exec "$0" -c "$1" "$2" "$3" >/tmp/mdns-advertiser.log 2>&1 </dev/null & echo $!'
+    argv = ["sh", "-c", script, NODE_PYTHON, ADVERTISER, node.address, node.hostname, str(site)]
+    pid = node.run(argv).stdout.strip()
     deadline = time.monotonic() + 15
     while True:
         log = node.run(["cat", "/tmp/mdns-advertiser.log"]).stdout

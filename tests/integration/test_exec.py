@@ -9,40 +9,31 @@ from tests.integration.corral_cli import CorralCli
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ready(test_cluster, tmp_path_factory):
-    """The module's 3-node cluster with corral's keys installed."""
-    corral = CorralCli(tmp_path_factory.mktemp("corral") / "home")
-    corral.add_nodes(test_cluster.nodes)
-    corral.install_keys(test_cluster.nodes)
-    return test_cluster, corral
-
-
-def test_every_node_answers_with_its_output_attributed(ready):
-    cluster, corral = ready
+def test_every_node_answers_with_its_output_attributed(keyed_cluster):
+    cluster, corral = keyed_cluster
     result = corral.ok("exec", "--", "hostname")
     lines = sorted(result.stdout.splitlines())
     assert lines == sorted(f"{node.name} | {node.hostname}" for node in cluster.nodes)
 
 
-def test_arguments_are_never_run_as_shell(ready):
-    cluster, corral = ready
-    tricky = ["a b", "it's", 'say "hi"', "x; touch /tmp/pwned1", "$(touch /tmp/pwned2)", "`touch /tmp/pwned3`", "*"]
+def test_arguments_are_never_run_as_shell(keyed_cluster):
+    cluster, corral = keyed_cluster
+    tricky = ["a b", "it's", 'say "hi"', "x; touch /tmp/pwned1", "$(touch /tmp/pwned2)", "`touch /tmp/pwned3`", "*", "=ls", "~", ""]
     result = corral.ok("exec", cluster.nodes[0].name, "--", "printf", "%s\\n", *tricky)
     assert [line.split(" | ", 1)[1] for line in result.stdout.splitlines()] == tricky
     leftovers = cluster.nodes[0].run(["sh", "-c", "ls /tmp/pwned* 2>/dev/null || true"]).stdout
     assert leftovers.strip() == ""
 
 
-def test_named_nodes_only(ready):
-    cluster, corral = ready
+def test_named_nodes_only(keyed_cluster):
+    cluster, corral = keyed_cluster
     names = [cluster.nodes[0].name, cluster.nodes[2].name]
     result = corral.ok("exec", *names, "--", "hostname")
     assert {line.split(" | ")[0].strip() for line in result.stdout.splitlines()} == set(names)
 
 
-def test_a_failing_node_is_reported_and_the_others_succeed(ready):
-    cluster, corral = ready
+def test_a_failing_node_is_reported_and_the_others_succeed(keyed_cluster):
+    cluster, corral = keyed_cluster
     # Homes differ per node: only the second node has /home/lab2.
     target = cluster.nodes[1]
     result = corral.run("exec", "--", "test", "-d", f"/home/{target.user}")
@@ -55,23 +46,23 @@ def test_a_failing_node_is_reported_and_the_others_succeed(ready):
     assert "1 of 3 node(s) succeeded" in result.stderr
 
 
-def test_stderr_is_attributed_too(ready):
-    cluster, corral = ready
+def test_stderr_is_attributed_too(keyed_cluster):
+    cluster, corral = keyed_cluster
     result = corral.run("exec", cluster.nodes[0].name, "--", "sh", "-c", "echo oops >&2; exit 4")
     assert result.returncode == 1
     assert f"{cluster.nodes[0].name} | oops" in result.stderr
     assert "exited with status 4: oops" in result.stderr
 
 
-def test_unknown_node_name_gets_did_you_mean(ready):
-    cluster, corral = ready
+def test_unknown_node_name_gets_did_you_mean(keyed_cluster):
+    cluster, corral = keyed_cluster
     result = corral.run("exec", "nod1", "--", "true")
     assert result.returncode == 1
     assert "Did you mean 'node1'?" in result.stderr
 
 
-def test_exec_without_command_explains(ready):
-    _, corral = ready
+def test_exec_without_command_explains(keyed_cluster):
+    _, corral = keyed_cluster
     result = corral.run("exec")
     assert result.returncode == 1
     assert "put it after `--`" in result.stderr

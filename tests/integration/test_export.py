@@ -14,20 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.corral_cli import CorralCli
+from tests.integration.node_site import shared_site
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ready(test_cluster, tmp_path_factory):
-    corral = CorralCli(tmp_path_factory.mktemp("corral") / "home")
-    corral.add_nodes(test_cluster.nodes)
-    corral.install_keys(test_cluster.nodes)
-    return test_cluster, corral
-
-
-def test_mpirun_script_runs_on_every_node(ready, tmp_path):
-    cluster, corral = ready
+def test_mpirun_script_runs_on_every_node(keyed_cluster, tmp_path):
+    cluster, corral = keyed_cluster
     corral.ok("export", str(tmp_path / "out"))
     script = tmp_path / "out" / "mpirun.sh"
     result = subprocess.run([str(script), "hostname"], capture_output=True, text=True, timeout=120)
@@ -36,8 +29,8 @@ def test_mpirun_script_runs_on_every_node(ready, tmp_path):
     assert hostnames == sorted(node.hostname for node in cluster.nodes)
 
 
-def test_printed_mpirun_line_works_verbatim_in_a_shell(ready, tmp_path):
-    cluster, corral = ready
+def test_printed_mpirun_line_works_verbatim_in_a_shell(keyed_cluster, tmp_path):
+    cluster, corral = keyed_cluster
     printed = corral.ok("export", str(tmp_path / "out")).stdout
     line = next(l.strip() for l in printed.splitlines() if l.strip().startswith("mpirun "))
     command = line.replace("PROGRAM ARGS...", "hostname")
@@ -46,8 +39,8 @@ def test_printed_mpirun_line_works_verbatim_in_a_shell(ready, tmp_path):
     assert all(node.hostname in result.stdout for node in cluster.nodes)
 
 
-def test_exported_files_describe_the_cluster(ready, tmp_path):
-    cluster, corral = ready
+def test_exported_files_describe_the_cluster(keyed_cluster, tmp_path):
+    cluster, corral = keyed_cluster
     corral.ok("export", str(tmp_path / "out"))
     hostfile = (tmp_path / "out" / "hostfile").read_text()
     for node in cluster.nodes:
@@ -60,8 +53,8 @@ def test_exported_files_describe_the_cluster(ready, tmp_path):
         assert out.stdout.strip() == node.hostname, out.stderr
 
 
-def test_ssh_config_install_makes_plain_ssh_work_and_uninstall_restores(ready, tmp_path):
-    cluster, corral = ready
+def test_ssh_config_install_makes_plain_ssh_work_and_uninstall_restores(keyed_cluster, tmp_path):
+    cluster, corral = keyed_cluster
     user_config = tmp_path / "dot-ssh" / "config"
     user_config.parent.mkdir()
     original = "Host elsewhere\n    User me\n"
@@ -77,22 +70,21 @@ def test_ssh_config_install_makes_plain_ssh_work_and_uninstall_restores(ready, t
     assert user_config.read_text() == original
 
 
-def test_export_to_a_path_with_spaces_is_refused_clearly(ready, tmp_path):
-    _, corral = ready
+def test_export_to_a_path_with_spaces_is_refused_clearly(keyed_cluster, tmp_path):
+    _, corral = keyed_cluster
     result = corral.run("export", str(tmp_path / "my exports"))
     assert result.returncode == 1
     assert "contains a space" in result.stderr
     assert not (tmp_path / "my exports").exists()
 
 
-def test_mlx_launch_line_is_printed(ready, tmp_path):
-    _, corral = ready
+def test_mlx_launch_line_is_printed(keyed_cluster, tmp_path):
+    _, corral = keyed_cluster
     printed = corral.ok("export", str(tmp_path / "out")).stdout
     line = next(l.strip() for l in printed.splitlines() if l.strip().startswith("mlx.launch "))
     assert shlex.split(line)[:5] == ["mlx.launch", "--backend", "ring", "--hostfile", str(tmp_path / "out" / "hosts.json")]
 
 
-MLX_SITE = Path("/var/tmp/corral-test-mlx-site")  # outside the nodes' private /tmp, so every node sees it
 ALL_SUM_SCRIPT = """\
 import socket
 import mlx.core as mx
@@ -103,22 +95,20 @@ print(f"rank {group.rank()} of {group.size()} on {socket.gethostname()}: all_sum
 
 
 @pytest.fixture(scope="module")
-def mlx_on_nodes(ready):
+def mlx_on_nodes(keyed_cluster):
     """MLX importable by each node user's plain `python3`, as a user with MLX installed would have it.
 
-    The wheel is installed once into a shared directory from this machine (the nodes have no network)
-    and added to each user's site-packages with a .pth file.
+    The wheel is installed once into a directory every node sees (the nodes have no network) and added
+    to each user's site-packages with a .pth file.
     """
-    cluster, _ = ready
-    if not (MLX_SITE / "mlx").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "--target", str(MLX_SITE), "mlx[cpu]"], check=True, timeout=600)
+    cluster, _ = keyed_cluster
+    mlx_site = shared_site("mlx", "mlx[cpu]")
     for node in cluster.nodes:
         version = node.run(["python3", "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
                            as_user=True).stdout.strip()
         site = node.home_on_host / ".local" / "lib" / f"python{version}" / "site-packages"
         site.mkdir(parents=True, exist_ok=True)
-        (site / "corral-test-mlx.pth").write_text(f"{MLX_SITE}\n")
+        (site / "corral-test-mlx.pth").write_text(f"{mlx_site}\n")
         for path in [site, *site.parents]:
             if path == node.home_on_host:
                 break
@@ -126,8 +116,8 @@ def mlx_on_nodes(ready):
     return cluster
 
 
-def test_printed_mlx_launch_line_works_verbatim_with_the_installed_ssh_config(ready, mlx_on_nodes, tmp_path):
-    cluster, corral = ready
+def test_printed_mlx_launch_line_works_verbatim_with_the_installed_ssh_config(keyed_cluster, mlx_on_nodes, tmp_path):
+    cluster, corral = keyed_cluster
     printed = corral.ok("export", str(tmp_path / "out")).stdout
     line = next(l.strip() for l in printed.splitlines() if l.strip().startswith("mlx.launch "))
     # The script sits in a directory every node sees at the same path, as mlx.launch expects.

@@ -110,7 +110,7 @@ def test_unknown_host_key_is_refused_without_acceptance(cluster_factory, corral)
     result = corral.run("keys", "--password-stdin", input=node.password + "\n")
     assert result.returncode == 1
     assert node.host_key_fingerprint in result.stderr
-    assert "corral keys --accept-new" in result.stderr
+    assert f"corral keys {node.name} --accept-new" in result.stderr
     assert not corral.paths.known_hosts_path.exists()
     assert not (node.home_on_host / ".ssh" / "authorized_keys").exists()
 

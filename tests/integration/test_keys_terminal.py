@@ -99,5 +99,21 @@ def test_declining_the_fingerprint_changes_nothing(cluster_factory, tmp_path):
     terminal.type("n")
     code, shown = terminal.wait()
     assert code == 1
-    assert "corral keys --accept-new" in shown
+    assert f"corral keys {cluster.nodes[0].name} --accept-new" in shown
     assert not corral.paths.known_hosts_path.exists()
+
+
+def test_ctrl_c_at_a_prompt_ends_corral_at_once(cluster_factory, tmp_path):
+    cluster = cluster_factory(1)
+    corral = CorralCli(tmp_path / "home")
+    corral.add_nodes(cluster.nodes)
+    terminal = Terminal([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "keys"])
+    terminal.expect("Trust it? [y/N] ")
+    terminal.type("y")
+    terminal.expect("): ")  # the password prompt, echo off
+    pressed = time.monotonic()
+    os.write(terminal.fd, b"\x03")
+    code, shown = terminal.wait()
+    assert code == 130, shown
+    assert time.monotonic() - pressed < 3
+    assert "interrupted" in shown

@@ -59,7 +59,7 @@ def test_bad_input_is_one_sentence_and_changes_nothing(corral):
 def test_network_set_and_back_to_auto(corral):
     corral("node", "add", "10.0.0.11", "--user", "lab1")
     assert "10.0.0.0/24 (the nodes' own subnet)" in corral("network")[1]
-    assert "169.254.0.0/16 (set)" in corral("network", "169.254.7.1/16")[1]
+    assert "169.254.0.0/16 (set)" in corral("network", "169.254.0.0/16")[1]
     assert json.loads(corral("node", "list", "--json")[1])["network"] == "169.254.0.0/16"
     assert "10.0.0.0/24 (the nodes' own subnet)" in corral("network", "--auto")[1]
 
@@ -87,3 +87,16 @@ def test_import_an_open_mpi_hostfile(corral, tmp_path):
 def test_overview_without_a_command(corral):
     code, out, _ = corral()
     assert code == 0 and "corral discover" in out
+
+
+def test_node_add_checks_each_field_before_touching_the_file(corral):
+    for args, expected in [
+        (("node", "add", "10.0.0.12", "--name", "a b"), "--name: 'a b' is not a usable node name"),
+        (("node", "add", "10.0.0.12", "--user=-oProxyCommand=x"), "--user: '-oProxyCommand=x' is not a login name"),
+        (("node", "add", "10.0.0.12", "--port", "0"), "--port: 0 is not a TCP port"),
+        (("network", "10.0.0.5"), "network: '10.0.0.5' has no prefix length; write a CIDR such as 10.0.0.0/24."),
+        (("network", "10.0.0.5/24"), "has host bits set; did you mean '10.0.0.0/24'?"),
+    ]:
+        code, _, err = corral(*args)
+        assert code == 1 and expected in err, (args, err)
+    assert not (corral.home / "cluster.yaml").exists()

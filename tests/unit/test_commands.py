@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.commands import mlx_launch_argv, mpirun_argv, plan_mpirun, validate_cidr
+from cluster.commands import mlx_launch_argv, mpirun_argv, plan_mpirun
 from cluster.errors import ClusterError
 from cluster.inventory import Inventory, Node
 
@@ -43,8 +43,3 @@ def test_mlx_launch_line():
     assert mlx_launch_argv(Path("/x/hosts.json"), ["train.py"]) == [
         "mlx.launch", "--backend", "ring", "--hostfile", "/x/hosts.json", "--python", "python3", "--", "train.py"]
 
-
-def test_validate_cidr():
-    assert validate_cidr("10.0.0.7/24") == "10.0.0.0/24"
-    with pytest.raises(ClusterError, match="network: 'wifi' is not a network"):
-        validate_cidr("wifi")

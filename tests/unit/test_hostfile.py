@@ -109,8 +109,9 @@ def test_mlx_reads_what_we_write(tmp_path: Path) -> None:
 
 def test_mlx_hosts_json_round_trip_keeps_names_and_slots() -> None:
     parsed = parse_mlx_hosts_json(format_mlx_hosts_json(NODES))
-    # The ssh field is an alias, so it comes back as the address too.
-    expected = [("node1", "node1", 2), ("mini", "mini", 1), ("v6", "v6", 1)]
+    # The ssh field is an alias: its name comes back as the node's name, its first ip as the address
+    # ("mini" has a host name for an address, so its entry lists no ips).
+    expected = [("node1", "10.77.0.11", 2), ("mini", "mini", 1), ("v6", "fe80::2", 1)]
     assert [(n.name, n.address, n.slots) for n in parsed] == expected
 
 
@@ -142,3 +143,12 @@ def test_derived_names_never_repeat() -> None:
 def test_derived_names_avoid_the_clusters_names() -> None:
     nodes = parse_openmpi_hostfile("10.77.0.11\nmini.local\n", taken_names=["node1", "Mini"])
     assert [n.name for n in nodes] == ["node2", "mini-2"]
+
+
+def test_corral_s_own_hosts_json_imports_with_reachable_addresses():
+    from cluster.hostfile import format_mlx_hosts_json, parse_mlx_hosts_json
+    from cluster.inventory import Node
+
+    exported = format_mlx_hosts_json([Node("studio", "10.0.0.11", user="u"), Node("mini", "10.0.0.12", user="u")])
+    nodes = parse_mlx_hosts_json(exported)
+    assert [(n.name, n.address) for n in nodes] == [("studio", "10.0.0.11"), ("mini", "10.0.0.12")]

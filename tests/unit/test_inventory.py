@@ -82,3 +82,8 @@ def test_split_destination(text, expected):
 def test_split_destination_explains_a_bad_port():
     with pytest.raises(ClusterError, match="port after ':' must be a number"):
         split_destination("host:ssh")
+
+
+def test_select_keeps_the_order_given_without_repeats():
+    inventory = make(Node("a", "10.0.0.1", user="u"), Node("b", "10.0.0.2", user="u"), Node("c", "10.0.0.3", user="u"))
+    assert [n.name for n in inventory.select(["c", "a", "c"])] == ["c", "a"]

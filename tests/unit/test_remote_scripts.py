@@ -71,3 +71,14 @@ def test_include_goes_first_once_and_keeps_the_users_config(tmp_path):
     assert lines.count(INCLUDE_LINE) == 1
     assert lines.index(INCLUDE_LINE) < lines.index("Host *")
     assert lines[-2:] == ["Host *", "    User someone"]
+
+
+def test_include_is_written_through_a_symlinked_config(tmp_path):
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir()
+    real = tmp_path / "dotfiles-config"
+    real.write_text("Host *\n")
+    (ssh / "config").symlink_to(real)
+    run(["sh", "-c", ENSURE_INCLUDE_SCRIPT], tmp_path)
+    assert (ssh / "config").is_symlink()
+    assert INCLUDE_LINE in real.read_text().splitlines()

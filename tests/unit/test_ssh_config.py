@@ -42,3 +42,17 @@ def test_install_creates_a_private_config_when_there_is_none(tmp_path):
     install_include(home, config)
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+
+
+def test_a_symlinked_config_is_edited_through_the_link(tmp_path):
+    home = CorralHome(tmp_path / "corral")
+    real = tmp_path / "dotfiles" / "ssh_config"
+    real.parent.mkdir()
+    real.write_text("Host work\n")
+    link = tmp_path / ".ssh" / "config"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    install_include(home, link)
+    assert link.is_symlink() and "Include" in real.read_text()
+    uninstall_include(home, link)
+    assert link.is_symlink() and real.read_text() == "Host work\n"
