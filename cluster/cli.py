@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from cluster.table import format_table  # the command front ends (cli_sync, cli_env, …) print with it
+
 if TYPE_CHECKING:
     from cluster.fleet import NodeOutcome
     from cluster.home import CorralHome
@@ -488,7 +490,7 @@ def print_outcomes(outcomes: Sequence[NodeOutcome[object]], *, ok_text: str) -> 
         if outcome.ok:
             print(f"{outcome.node.name}: {ok_text}")
         else:
-            print(outcome.message, file=sys.stderr)
+            print(f"corral: {outcome.message}", file=sys.stderr)
 
 
 # --- exec ----------------------------------------------------------------------------------------
@@ -590,12 +592,6 @@ def cmd_doctor(home: CorralHome, args: argparse.Namespace) -> int:
     from cluster.cli_doctor import run_doctor_command
 
     return run_doctor_command(home, args)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
 COMMANDS = {

@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cluster.errors import ClusterError
+from cluster.inventory import DEFAULT_SSH_PORT
 
 log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 OnFound = Callable[["FoundHost"], None]
 
-DEFAULT_SSH_PORT = 22
 DEFAULT_TIMEOUT_S = 2.0
 # A wired LAN answers a SYN in about a millisecond and a dozing Wi-Fi client within a few hundred,
 # while an absent address answers never (ARP gives up after ~3 s): 0.5 s keeps both in view and
@@ -545,10 +545,9 @@ def format_found_hosts(hosts: Sequence[FoundHost]) -> str:
     """An aligned text table of the hosts: address, port, hostname, banner, and how each was found."""
     if not hosts:
         return "No SSH hosts found."
-    rows = [_COLUMNS, *(_row(h) for h in hosts)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
+    from cluster.table import format_table
+
+    return format_table(_COLUMNS, [_row(h) for h in hosts])
 
 
 def found_hosts_to_json(hosts: Iterable[FoundHost]) -> list[dict[str, Any]]:

@@ -42,7 +42,8 @@ class Node:
 
     def describe(self) -> str:
         """``node1 (lab1@10.0.0.11:22)``: the name plus what it stands for, for messages."""
-        return f"{self.name} ({self.user}@{self.address}:{self.port})"
+        host = f"[{self.address}]" if ":" in self.address else self.address  # IPv6 needs brackets before a port
+        return f"{self.name} ({self.user}@{host}:{self.port})"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from cluster.ssh import (
     Credentials,
     NodeSession,
     connect,
+    load_client_key,
     host_key_changed_error,
     host_key_unknown_error,
     open_session,
@@ -60,7 +61,9 @@ def ensure_key_pair(home: CorralHome) -> str:
     """Make corral's ed25519 key pair once (private part 0600); returns the public key line."""
     private_path, public_path = home.private_key_path, home.public_key_path
     if private_path.exists():
-        key = asyncssh.read_private_key(str(private_path))
+        key = load_client_key(private_path)
+        if private_path.stat().st_mode & 0o077:
+            private_path.chmod(0o600)  # OpenSSH (used by rsync and mpirun) refuses a key others can read
     else:
         home.ensure()
         private_path.parent.mkdir(mode=0o700, exist_ok=True)
