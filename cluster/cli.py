@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     remove = node_commands.add_parser("remove", help="remove a node from the cluster")
     remove.add_argument("name")
-    imported = node_commands.add_parser("import", help="add the nodes of an Open MPI hostfile or MLX hosts JSON")
+    imported = node_commands.add_parser("import", help="add the nodes of an Open MPI hostfile, an MLX hosts JSON, "
+                                        "or hosts of an ssh config (e.g. ~/.ssh/config studio mini)")
     imported.add_argument("file")
+    imported.add_argument("hosts", nargs="*", metavar="HOST", help="for an ssh config: the Host aliases to import")
     forget = node_commands.add_parser("forget-host-key", help="drop a node's accepted host key (after a reinstall)")
     forget.add_argument("name")
 
@@ -203,7 +205,7 @@ def cmd_node(home: CorralHome, args: argparse.Namespace) -> int:
               f"--name {removed.name} --slots {removed.slots}` adds it back.)")
         return EXIT_OK
     if action == "import":
-        return import_nodes(home, inventory, args.file)
+        return import_nodes(home, inventory, args.file, args.hosts)
     if action == "forget-host-key":
         from cluster.known_hosts import KnownHosts
 
@@ -254,13 +256,22 @@ def print_nodes(inventory: Inventory, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def import_nodes(home: CorralHome, inventory: Inventory, file: str) -> int:
+def import_nodes(home: CorralHome, inventory: Inventory, file: str, hosts: Sequence[str]) -> int:
     from pathlib import Path
 
+    from cluster.errors import ClusterError
     from cluster.hostfile import parse_host_list_file
+    from cluster.ssh_config_import import looks_like_ssh_config, nodes_from_ssh_config
     from cluster.state import save_cluster
 
-    nodes = parse_host_list_file(Path(file), taken_names=inventory.names())
+    path = Path(file).expanduser()
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    if looks_like_ssh_config(text):
+        nodes = nodes_from_ssh_config(text, file, hosts, taken_names=inventory.names())
+    elif hosts:
+        raise ClusterError(f"{file}: HOST names are only for an ssh config; a hostfile is imported whole.")
+    else:
+        nodes = parse_host_list_file(path, taken_names=inventory.names())
     for node in nodes:
         inventory = inventory.with_node(node)
     save_cluster(home, inventory)
