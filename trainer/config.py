@@ -1,0 +1,256 @@
+"""TrainConfig: every setting of the trainer with its help text, read from a config file and `--field value` flags.
+
+The config file is flat TOML (``key = value`` lines, ``#`` comments), read with the standard library on
+Python 3.10 too: each value is a JSON literal (``128``, ``3e-4``, ``"bfloat16"``, ``true``) or a
+'single-quoted' literal string. Later sources win: the dataclass defaults, then ``--config FILE``,
+then flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, malformed or inconsistent; the message names the file, line or flag."""
+
+
+def _setting(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train and how; one field per setting, each with the help text its flag shows."""
+
+    # Model: a decoder-only transformer over bytes.
+    n_layers: int = _setting(4, "transformer blocks")
+    d_model: int = _setting(128, "width of the residual stream")
+    n_heads: int = _setting(4, "attention heads (must divide d_model)")
+    mlp_multiplier: int = _setting(4, "hidden width of each MLP as a multiple of d_model")
+    seq_len: int = _setting(128, "tokens (bytes) per training sequence")
+
+    # Data.
+    data: str = _setting(
+        "",
+        "a .jsonl or text file, or a directory with train.jsonl/train.txt (and optionally valid.jsonl/valid.txt); "
+        "empty: the bundled stories corpus; relative paths are relative to the config file",
+    )
+    val_fraction: float = _setting(0.05, "share of the tokens held out for eval when there is no valid file")
+
+    # Optimisation.
+    steps: int = _setting(300, "optimizer steps to train in total")
+    batch_size: int = _setting(16, "sequences per micro batch on each rank")
+    grad_accum_steps: int = _setting(1, "micro batches accumulated into one optimizer step")
+    learning_rate: float = _setting(3e-3, "peak learning rate, reached at the end of warmup")
+    min_learning_rate: float = _setting(3e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _setting(20, "steps of linear warmup from 0 to learning_rate")
+    weight_decay: float = _setting(0.1, "AdamW decoupled weight decay")
+    beta1: float = _setting(0.9, "AdamW beta1")
+    beta2: float = _setting(0.95, "AdamW beta2")
+    grad_clip: float = _setting(1.0, "clip the global gradient norm to this value; 0 disables clipping")
+    dtype: str = _setting("float32", "parameter and activation dtype", ("float32", "bfloat16"))
+    seed: int = _setting(0, "seed for the weights and the data order")
+    compile: bool = _setting(True, "compile the training step with mx.compile")
+
+    # Evaluation and checkpoints.
+    eval_every: int = _setting(50, "evaluate on the held-out split every this many steps; 0 disables")
+    eval_batches: int = _setting(4, "micro batches per rank in each evaluation")
+    checkpoint_dir: str = _setting("checkpoints", "where rank 0 writes checkpoints; empty disables them")
+    checkpoint_every: int = _setting(100, "write a checkpoint every this many steps (and at the end); 0: only at the end")
+    keep_checkpoints: int = _setting(2, "newest checkpoints to keep; 0 keeps all")
+    resume: str = _setting("", "continue from this checkpoint (or the newest one in this directory)")
+
+    # Reporting and launch.
+    events: str = _setting("stdout", "where events go: one JSON line per event on stdout, or off", ("stdout", "off"))
+    node_every_s: float = _setting(5.0, "seconds between node (host memory) events")
+    backend: str = _setting("any", "MLX distributed backend", ("any", "mpi", "ring"))
+    expect_world_size: int = _setting(
+        0, "fail unless MLX finds this many ranks (catches a launch where MLX found no MPI); 0 accepts any"
+    )
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def field_type(name: str) -> type:
+    """The Python type of a field (annotations are strings here)."""
+    return _TYPES[str(FIELDS[name].type)]
+
+
+def default_config() -> TrainConfig:
+    return TrainConfig()
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """The value as the field's type, or a ConfigError naming where it came from."""
+    kind = field_type(name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {name} expects {kind.__name__}, got {value!r}")
+    choices = FIELDS[name].metadata["choices"]
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _unknown(name: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(name, FIELDS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(f"{where}: unknown setting {name!r}{hint}")
+
+
+def _parse_value(text: str) -> Any:
+    """A JSON literal or a 'literal string', followed by nothing or a # comment."""
+    if text.startswith("'"):
+        end = text.find("'", 1)
+        if end < 0:
+            raise ValueError("unterminated 'string'")
+        value, rest = text[1:end], text[end + 1 :]
+    else:
+        value, end = json.JSONDecoder().raw_decode(text)
+        rest = text[end:]
+    rest = rest.strip()
+    if rest and not rest.startswith("#"):
+        raise ValueError(f"unexpected {rest!r} after the value")
+    return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a flat TOML config file; all problems in one ConfigError, each with file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        where = f"{path}:{number}"
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            problems.append(f"{where}: sections are not supported; the trainer config is flat key = value lines")
+            continue
+        name, sep, rest = line.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            problems.append(f"{where}: expected key = value, got {line!r}")
+            continue
+        if name not in FIELDS:
+            problems.append(str(_unknown(name, where)))
+            continue
+        try:
+            value = _parse_value(rest.strip())
+            values[name] = _coerce(name, value, where)
+        except ValueError as exc:  # ConfigError is a ValueError too
+            problems.append(str(exc) if isinstance(exc, ConfigError) else f"{where}: {name}: {exc}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    # Relative data paths follow the config file, so `--config resources/trainer.toml` works from anywhere.
+    if values.get("data") and not Path(values["data"]).is_absolute():
+        values["data"] = str((path.parent / values["data"]).resolve())
+    return values
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of exiting, so a bad flag becomes an `error` event."""
+
+    def error(self, message: str) -> Any:
+        raise ConfigError(f"command line: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags: --config, --plan, --free-memory, and `--field value` for every TrainConfig field."""
+    parser = _Parser(
+        prog="python -m trainer",
+        description="MLX data-parallel training of a small byte-level transformer; one JSON event per line on stdout.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="flat TOML config file (see resources/trainer.toml)")
+    parser.add_argument("--plan", action="store_true", help="print the memory plan for this config as JSON and exit")
+    parser.add_argument(
+        "--free-memory",
+        metavar="SIZES",
+        default="",
+        help="with --plan: free memory of each node, comma-separated (bytes or 16G, 512M)",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    group = parser.add_argument_group("training settings (defaults: resources/trainer.toml)")
+    for f in fields(TrainConfig):
+        kind = field_type(f.name)
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        group.add_argument(
+            *flags,
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            type=_parse_bool if kind is bool else kind,
+            choices=f.metadata["choices"],
+            metavar=None if f.metadata["choices"] else kind.__name__.upper(),
+            help=f"{f.metadata['help']} (default: {f.default!r})",
+        )
+    return parser
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """The config unchanged, or a ConfigError listing every inconsistent setting."""
+    problems = []
+    positive = ("n_layers", "d_model", "n_heads", "mlp_multiplier", "seq_len", "steps", "batch_size", "grad_accum_steps")
+    for name in positive:
+        if getattr(config, name) < 1:
+            problems.append(f"{name} must be at least 1, got {getattr(config, name)}")
+    for name in ("warmup_steps", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "expect_world_size"):
+        if getattr(config, name) < 0:
+            problems.append(f"{name} must be 0 or more, got {getattr(config, name)}")
+    if config.n_heads >= 1 and config.d_model % config.n_heads:
+        problems.append(f"n_heads ({config.n_heads}) must divide d_model ({config.d_model})")
+    if not 0.0 <= config.val_fraction < 1.0:
+        problems.append(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    if config.learning_rate <= 0 or config.min_learning_rate < 0:
+        problems.append("learning_rate must be positive and min_learning_rate 0 or more")
+    if config.grad_clip < 0:
+        problems.append(f"grad_clip must be 0 or more, got {config.grad_clip}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+    return config
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the command line asks for: a config plus the mode flags."""
+
+    config: TrainConfig
+    plan: bool = False
+    free_memory: str = ""
+    print_config: bool = False
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Invocation:
+    """Defaults, then --config FILE, then flags; raises ConfigError naming the file, line or flag."""
+    namespace = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    if namespace.get("config"):
+        values.update(read_config_file(Path(namespace["config"])))
+    values.update({name: namespace[name] for name in FIELDS if name in namespace})
+    config = validate(replace(TrainConfig(), **values))
+    return Invocation(config, bool(namespace["plan"]), namespace["free_memory"], bool(namespace["print_config"]))
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
