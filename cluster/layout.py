@@ -59,3 +59,9 @@ class RemoteLayout:
     @property
     def runs_dir(self) -> str:
         return f"{REMOTE_ROOT}/runs"
+
+
+# corral's own code on a node, shared by every project: the trainer package with resources/ beside it
+# (the trainer finds its bundled corpus at ../resources), and the head node's run supervisor.
+LIB_DIR = f"{REMOTE_ROOT}/lib"
+BIN_DIR = f"{REMOTE_ROOT}/bin"
