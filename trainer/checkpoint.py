@@ -93,7 +93,10 @@ def _share_from_rank0(arrays: dict[str, mx.array], rank: int, world_size: int) -
     if world_size == 1:
         return arrays
     shared = {}
-    for key, value in arrays.items():
+    # Every rank must pair the same arrays in the same order: rank 0's come from the file (sorted by name),
+    # the others' from the model, so walk them all by name.
+    for key in sorted(arrays):
+        value = arrays[key]
         wide = value.astype(mx.float32) if value.dtype == mx.bfloat16 else value  # exact: a sum of one value and zeros
         summed = mx.distributed.all_sum(wide if rank == 0 else mx.zeros_like(wide))
         shared[key] = summed.astype(value.dtype)

@@ -150,3 +150,23 @@ def test_plan_estimate_covers_the_measured_peak(uninterrupted):
     mlx_part = estimate.total_bytes - PROCESS_OVERHEAD_BYTES
     assert peak <= mlx_part, json.dumps(estimate.as_dict())
     assert mlx_part <= 3 * peak, json.dumps(estimate.as_dict())  # not wildly pessimistic either
+
+
+@needs_mpirun
+def test_two_rank_resume_continues_exactly(tmp_path):
+    # Rank 0 reads the checkpoint and shares it with an all_sum: every rank must pair the same arrays.
+    (tmp_path / "whole").mkdir()
+    flags = ["--batch_size", "2", "--checkpoint_every", "3", "--expect_world_size", "2"]
+    status, reference, stderr = run_trainer(tmp_path / "whole", "--steps", "6", *flags, ranks=2)
+    assert status == 0, stderr
+    for later in (tmp_path / "whole" / "checkpoints").glob("step_*"):
+        if later.name != "step_000003":
+            shutil.rmtree(later)
+    status, resumed, stderr = run_trainer(tmp_path / "whole", "--steps", "6", *flags, "--resume", "checkpoints",
+                                          "--checkpoint_dir", "resumed", ranks=2)
+    assert status == 0, stderr
+    for rank in (0, 1):
+        expected = {e.step: e.loss for e in of(reference, StepEvent, rank) if e.step > 3}
+        assert {e.step: e.loss for e in of(resumed, StepEvent, rank)} == expected
+    hashes = {e.params_sha256 for e in of(resumed, DoneEvent)} | {e.params_sha256 for e in of(reference, DoneEvent)}
+    assert len(hashes) == 1
