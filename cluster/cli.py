@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check that the cluster can train, node by node")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
+    from cluster.cli_train import add_parsers as add_run_parsers
+
+    add_run_parsers(commands)
+
     export = commands.add_parser("export", help="write hostfile, hosts.json, ssh_config and mpirun.sh")
     export.add_argument("directory", metavar="DIR")
 
@@ -605,6 +609,12 @@ def cmd_doctor(home: CorralHome, args: argparse.Namespace) -> int:
     return run_doctor_command(home, args)
 
 
+def cmd_run(home: CorralHome, args: argparse.Namespace) -> int:
+    from cluster import cli_train
+
+    return getattr(cli_train, f"run_{args.command}_command")(home, args)
+
+
 COMMANDS = {
     "node": cmd_node,
     "network": cmd_network,
@@ -616,6 +626,7 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "export": cmd_export,
     "ssh-config": cmd_ssh_config,
+    **{name: cmd_run for name in ("train", "logs", "attach", "status", "stop", "runs", "demo")},
 }
 
 

@@ -1,0 +1,141 @@
+"""Turn a run's raw launcher output into per-rank lines, events and status, and notice when the ranks fall silent.
+
+Pure logic (no I/O), fed the head node's ``output.log`` line by line, whether replayed from the mirror
+or arriving live. mpirun's output is tagged per chunk and reassembled per rank; ``mlx.launch`` does not
+tag, so a line's rank comes from its event (a plain line has rank None).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cluster.mpi_output import RankLine, TagReassembler
+from cluster.run_status import RunState, RunStatus
+from trainer.events import Event, RawLine, StepEvent, parse_line
+
+# No rank emitted for this long (and at least this multiple of the median step) → probe the nodes.
+SILENCE_MIN_S = 4.0
+SILENCE_STEP_FACTOR = 4.0
+# Before the first step: starting MLX, compiling and loading data take longer than a step.
+STARTUP_SILENCE_S = 45.0
+
+# Open MPI's own words about a rank that died (mpirun prints them untagged).
+_RANK_SIGNAL = re.compile(r"process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)")
+
+
+@dataclass(frozen=True)
+class FollowedLine:
+    """One complete line of a run: its rank (None: the launcher's own), stream, text and what it parsed to."""
+
+    rank: int | None
+    stream: str
+    text: str
+    event: Event | RawLine
+    received_time: float
+    replayed: bool = False  # from history (the mirror or an earlier part of the log), not live
+
+
+OnFollowedLine = Callable[[FollowedLine], None]
+
+
+@dataclass
+class RunMonitor:
+    """Feed raw output lines; get FollowedLines and a RunStatus; ask whether the ranks have gone silent."""
+
+    status: RunStatus
+    backend: str = "mpi"
+    clock: Callable[[], float] = time.time
+    _reassembler: TagReassembler = field(default_factory=TagReassembler)
+    _step_times: list[float] = field(default_factory=list)
+    last_rank_output: float | None = None  # this computer's clock, when a rank last said anything live
+    started_watching: float | None = None
+    launcher_said: list[str] = field(default_factory=list)
+
+    def feed(self, raw_line: str, *, replayed: bool = False) -> list[FollowedLine]:
+        """One line of output.log (without its newline) → the complete rank lines it finished."""
+        now = self.clock()
+        if self.backend == "mpi":
+            pieces = self._reassembler.feed(raw_line + "\n")
+        else:
+            pieces = [RankLine(None, "stdout", raw_line)]
+        return [self._take(piece, now, replayed) for piece in pieces]
+
+    def flush(self, *, replayed: bool = False) -> list[FollowedLine]:
+        now = self.clock()
+        return [self._take(piece, now, replayed) for piece in self._reassembler.flush()]
+
+    def _take(self, piece: RankLine, now: float, replayed: bool) -> FollowedLine:
+        event = parse_line(piece.text)
+        rank = piece.rank
+        if isinstance(event, RawLine):
+            if rank is None:
+                self._read_launcher_line(piece.text)
+        else:
+            if rank is None or self.backend != "mpi":
+                rank = event.rank
+            self.status.apply(event)
+            if isinstance(event, StepEvent) and event.step_time_s:
+                self._step_times.append(event.step_time_s)
+                del self._step_times[:-50]
+        if rank is not None and not replayed:
+            self.last_rank_output = now
+        return FollowedLine(rank, piece.stream, piece.text, event, now, replayed)
+
+    def _read_launcher_line(self, text: str) -> None:
+        self.launcher_said.append(text)
+        del self.launcher_said[:-40]
+        match = _RANK_SIGNAL.search(text)
+        if match:
+            rank, host, signal_number = int(match.group(1)), match.group(2), match.group(3)
+            where = self.status.rank(rank).node or host
+            self.status.fail(f"rank {rank} on {where} was killed (signal {signal_number})")
+
+    def silence_threshold_s(self) -> float:
+        if not self._step_times:
+            return STARTUP_SILENCE_S
+        return max(SILENCE_MIN_S, SILENCE_STEP_FACTOR * statistics.median(self._step_times))
+
+    def silent_for_s(self) -> float:
+        """How long no rank has said anything since live following began."""
+        reference = self.last_rank_output or self.started_watching
+        if reference is None:
+            return 0.0
+        return max(0.0, self.clock() - reference)
+
+    def is_silent(self) -> bool:
+        return not self.status.state.is_over and self.silent_for_s() > self.silence_threshold_s()
+
+    def heard_now(self) -> None:
+        """Reset the silence clock (after a probe found every node answering: a slow step, not a dead link)."""
+        self.last_rank_output = self.clock()
+
+    def launcher_tail(self, count: int = 3) -> str:
+        lines = [line.strip() for line in self.launcher_said if line.strip() and not set(line.strip()) <= set("-*=")]
+        return " / ".join(lines[-count:])
+
+
+def ranks_of(status: RunStatus, node: str) -> list[int]:
+    return [rank for rank, name in enumerate(status.rank_nodes) if name == node]
+
+
+def describe_ranks(ranks: list[int]) -> str:
+    if not ranks:
+        return "no ranks"
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+
+def unreachable_failure(status: RunStatus, unreachable: list[str], head: str, why: str) -> str:
+    parts = []
+    for name in unreachable:
+        role = " (the head node, where mpirun runs)" if name == head else ""
+        parts.append(f"{name}{role} with {describe_ranks(ranks_of(status, name))}")
+    return (f"{' and '.join(parts)} stopped answering ({why}); the run failed. When the node is back, "
+            "`corral stop` clears what is left of the run there, and `corral train --resume RUN "
+            f"--without {unreachable[0]}` continues from the last checkpoint without it.")
+
+
+__all__ = ["FollowedLine", "OnFollowedLine", "RunMonitor", "RunState", "unreachable_failure"]

@@ -1,0 +1,113 @@
+"""Faults during a run on fresh 3-node clusters: a rank killed, a node crashed, a link cut; resume without a node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.train_helpers import TINY, leftover_processes, prepare_cluster, run_id_of, status, wait_for
+
+pytestmark = pytest.mark.integration
+
+DETECT_WITHIN_S = 10.0
+
+
+@pytest.fixture
+def running(cluster_factory, tmp_path):
+    """A prepared cluster with a long run going and `corral logs --follow` watching it: (cluster, corral, run id, follower)."""
+    cluster = cluster_factory(3)
+    corral = prepare_cluster(cluster, tmp_path / "home", tmp_path / "project")
+    run_id = run_id_of(corral.ok("train", *TINY, "--set", "steps=100000", "--set", "checkpoint_every=5",
+                                 "--set", "grad_accum_steps=2", "--detach").stdout)
+    follower = subprocess.Popen([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "logs", run_id,
+                                 "--follow"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(corral, run_id, lambda s: s["state"] == "running" and s["step"] >= 12)
+    yield cluster, corral, run_id, follower
+    if follower.poll() is None:
+        follower.kill()
+    follower.wait()
+
+
+def failed_within(corral, run_id: str, follower: subprocess.Popen, since: float) -> tuple[dict, float]:
+    """The run's status once the follower has recorded it failed, and how long after ``since`` that was."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        record = next(r for r in json.loads(corral.ok("runs", "--json").stdout) if r["id"] == run_id)
+        if record["state"] == "failed":
+            break
+        time.sleep(0.1)
+    elapsed = time.monotonic() - since
+    follower.wait(timeout=60)
+    state = status(corral, run_id)
+    assert state["state"] == "failed", state
+    return state, elapsed
+
+
+def test_a_killed_rank_fails_the_run_naming_rank_and_node(running):
+    cluster, corral, run_id, follower = running
+    killed_at = time.monotonic()
+    cluster.nodes[1].run(["pkill", "-KILL", "-f", f"corral-run={run_id}"])
+    state, elapsed = failed_within(corral, run_id, follower, killed_at)
+    assert elapsed < DETECT_WITHIN_S, state
+    assert "rank 1 on node2" in state["failure"], state["failure"]
+    assert leftover_processes(cluster) == {}
+
+
+def crash_node3(running) -> None:
+    cluster, corral, run_id, follower = running
+    crashed_at = time.monotonic()
+    cluster.nodes[2].crash()
+    state, elapsed = failed_within(corral, run_id, follower, crashed_at)
+    assert elapsed < DETECT_WITHIN_S, state
+    assert "node3" in state["failure"] and "rank 2" in state["failure"], state["failure"]
+
+
+def test_a_crashed_node_is_named(running):
+    crash_node3(running)
+    cluster = running[0]
+    assert leftover_processes(cluster) == {}  # the live nodes were swept when the run failed
+
+
+def test_resume_without_the_crashed_node_keeps_the_effective_batch(running):
+    crash_node3(running)
+    cluster, corral, run_id, follower = running
+    resumed = corral.run("train", "--resume", run_id, "--without", "node3", "--set", "steps=20", timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    new_id = run_id_of(resumed.stdout)
+    lines = [json.loads(l) for l in corral.ok("logs", new_id, "--json").stdout.splitlines()]
+    starts = {l["rank"]: l["event"] for l in lines if l["event"] and l["event"]["event"] == "start"}
+    old = [json.loads(l) for l in corral.ok("logs", run_id, "--json").stdout.splitlines()]
+    old_start = next(l["event"] for l in old if l["event"] and l["event"]["event"] == "start")
+
+    def effective(start: dict) -> int:
+        return start["config"]["batch_size"] * start["config"]["grad_accum_steps"] * start["world_size"]
+
+    assert sorted(starts) == [0, 1] and all(s["world_size"] == 2 for s in starts.values())
+    assert effective(starts[0]) == effective(old_start) == 4 * 2 * 3
+    assert starts[0]["config"]["grad_accum_steps"] == 3 and starts[0]["config"]["batch_size"] == 4
+    first_step = min(l["event"]["step"] for l in lines if l["event"] and l["event"]["event"] == "step")
+    assert first_step > 10  # continued after the last checkpoint (every 5 steps), not from step 1
+    assert json.loads(corral.ok("runs", "--json").stdout)[0]["resumed_from"] == run_id
+
+
+def test_a_cut_link_fails_the_run_quickly_and_orphans_are_swept_when_it_returns(running):
+    cluster, corral, run_id, follower = running
+    node = cluster.nodes[1]
+    cut_at = time.monotonic()
+    node.link_down()
+    try:
+        state, elapsed = failed_within(corral, run_id, follower, cut_at)
+        assert elapsed < DETECT_WITHIN_S, state
+        assert "node2" in state["failure"] and "rank 1" in state["failure"], state["failure"]
+        assert state["unreachable"] == ["node2"]
+        assert node.name in leftover_processes(cluster)  # the cut node still runs its rank
+    finally:
+        node.link_up()
+    stopped = corral.run("stop", run_id, timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert leftover_processes(cluster) == {}
+    assert status(corral, run_id)["unreachable"] == []
