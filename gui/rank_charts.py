@@ -1,0 +1,324 @@
+"""Live charts of a run, one pyqtgraph curve per rank: loss (and the mean), memory per rank and node, speed.
+
+Curves are created once per run and redrawn from a timer (the dashboard's ~10 Hz tick), only when their
+series changed or the view moved. Each redraw hands pyqtgraph the series already peak-decimated to the
+plot's pixel width for the visible steps (``Series.decimated``), so a frame costs the same at 1M points
+per rank as at 1k; pyqtgraph's own downsampling and clipping would still walk every visible point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from gui.series import RunSeries, Series, SlowestRank
+
+# The slowest rank is named only when it is at least this much slower than the typical rank: ranks of a
+# data-parallel run wait for each other in every step, so small differences are noise.
+SLOWEST_MIN_EXCESS = 0.02
+MIN_BUCKETS = 100
+
+
+def rank_color(rank: int, world_size: int, *, dark: bool = True) -> QColor:
+    """The rank's colour, the same in every chart: the rank-th of ``world_size`` hues."""
+    # Full-brightness yellows and cyans vanish on a white plot: darker hues on light backgrounds.
+    return pg.intColor(rank, hues=max(world_size, 2), maxValue=255 if dark else 200, sat=220 if dark else 255)
+
+
+def is_dark(palette: QPalette) -> bool:
+    return palette.color(QPalette.ColorRole.Base).lightness() < 128
+
+
+@dataclass
+class LiveCurve:
+    """A plotted curve bound to a series; redrawn when the series or the view changed."""
+
+    item: pg.PlotDataItem
+    series: Series
+    drawn_version: int = -1
+
+
+class Chart(QWidget):
+    """One plot with a title line: curves bound to series, redrawn on demand with the visible points only."""
+
+    def __init__(self, title: str, y_label: str, units: str | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(title)
+        self.title = QLabel(title)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        self.title.setStyleSheet("font-weight: 600")
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.getPlotItem()
+        # A GridItem, not showGrid(): the axes' own grid lines cost 4-30 ms a repaint here, a GridItem ~0.5 ms.
+        self.grid = pg.GridItem()
+        self.grid.setTextPen(None)
+        self.grid.setTickSpacing(x=[None, None], y=[None, None])  # major and minor lines only: less clutter
+        self.plot.addItem(self.grid, ignoreBounds=True)
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", y_label, units=units)
+        self.plot.setMenuEnabled(True)
+        self.view = self.plot.getViewBox()
+        self.view.sigXRangeChanged.connect(self._on_range_changed)
+        self.legend: pg.LegendItem | None = None
+        self.curves: dict[str, LiveCurve] = {}
+        self._drawn_range: tuple[float | None, float | None, int] | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
+        self.header = QHBoxLayout()
+        self.header.addWidget(self.title, 1)
+        layout.addLayout(self.header)
+        layout.addWidget(self.plot_widget, 1)
+
+    def add_legend(self, columns: int = 1) -> None:
+        self.legend = self.plot.addLegend(offset=(-8, 8), colCount=columns, labelTextSize="8pt")
+
+    def add_curve(self, key: str, series: Series, pen: object, name: str | None = None, **options: object) -> LiveCurve:
+        # connect="finite": a missing value (None in the event) leaves a gap instead of a line to zero.
+        item = pg.PlotDataItem(pen=pen, name=name, connect="finite", **options)
+        self.plot.addItem(item)
+        curve = self.curves[key] = LiveCurve(item, series)
+        return curve
+
+    def remove_curves(self) -> None:
+        for curve in self.curves.values():
+            self.plot.removeItem(curve.item)
+        self.curves.clear()
+        if self.legend is not None:
+            self.legend.clear()
+        self._drawn_range = None
+
+    def rebind(self, key: str, series: Series) -> None:
+        curve = self.curves[key]
+        curve.series = series
+        curve.drawn_version = -1
+
+    def _on_range_changed(self, *_: object) -> None:
+        self._drawn_range = None if not self.view.autoRangeEnabled()[0] else self._drawn_range
+
+    def visible_range(self) -> tuple[float | None, float | None, int]:
+        """(x_min, x_max, buckets): everything while the x axis follows the data, else what is in view."""
+        buckets = max(MIN_BUCKETS, int(self.view.width()) or 0)
+        if self.view.autoRangeEnabled()[0]:
+            return None, None, buckets
+        low, high = self.view.viewRange()[0]
+        return low, high, buckets
+
+    def redraw(self) -> int:
+        """Update the curves whose data or view changed; returns how many were updated."""
+        visible = self.visible_range()
+        moved = visible != self._drawn_range
+        updated = 0
+        for curve in self.curves.values():
+            version = curve.series.version
+            if not moved and version == curve.drawn_version:
+                continue
+            xs, ys = curve.series.decimated(*visible)
+            curve.item.setData(xs, ys)
+            curve.drawn_version = version
+            updated += 1
+        self._drawn_range = visible
+        return updated
+
+    def points(self, key: str) -> int:
+        """How many points the curve's series holds (what a test asks, independent of decimation)."""
+        return len(self.curves[key].series)
+
+    def apply_palette(self, palette: QPalette) -> None:
+        background = palette.color(QPalette.ColorRole.Base)
+        text = palette.color(QPalette.ColorRole.Text)
+        self.plot_widget.setBackground(background)
+        grid = QColor(text)
+        grid.setAlpha(28)
+        self.grid.setPen(pg.mkPen(grid))
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).setPen(pg.mkPen(palette.color(QPalette.ColorRole.Mid)))
+            self.plot.getAxis(axis).setTextPen(pg.mkPen(text))
+        if self.legend is not None:
+            self.legend.setLabelTextColor(text)
+            self.legend.setBrush(pg.mkBrush(background.red(), background.green(), background.blue(), 200))
+
+
+class RankCharts(QWidget):
+    """Loss per rank and the mean, memory per rank and per node, and step time or tokens/s with the slowest rank."""
+
+    slowest_changed = Signal(object)  # SlowestRank | None
+
+    SPEED_METRICS = {"step_time_s": ("Step time per rank", "step time", "s"),
+                     "tokens_per_s": ("Tokens/s per rank", "tokens/s", None)}
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.series = RunSeries()
+        self.slowest: SlowestRank | None = None
+        self.loss = Chart("Loss per rank", "loss")
+        self.loss.add_legend(columns=3)
+        self.memory = Chart("MLX memory per rank (solid: active, dashed: peak)", "memory", "B")
+        self.node_ram = Chart("RAM per node", "RAM used", "B")
+        self.node_ram.add_legend()
+        self.speed = Chart("Step time per rank", "step time", "s")
+        self.speed_metric = "step_time_s"
+        self.speed_choice = QComboBox()
+        self.speed_choice.addItem("Step time", "step_time_s")
+        self.speed_choice.addItem("Tokens/s", "tokens_per_s")
+        self.speed_choice.setAccessibleName("Speed metric")
+        self.speed_choice.currentIndexChanged.connect(self._on_speed_metric_chosen)
+        self.speed.header.addWidget(self.speed_choice)
+        self.charts: dict[str, Chart] = {"loss": self.loss, "memory": self.memory, "node_ram": self.node_ram,
+                                         "speed": self.speed}
+        # Every chart's x is the step: panning or zooming one moves them all.
+        for chart in (self.memory, self.node_ram, self.speed):
+            chart.plot.setXLink(self.loss.plot)
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(6)
+        grid.addWidget(self.loss, 0, 0)
+        grid.addWidget(self.speed, 0, 1)
+        grid.addWidget(self.memory, 1, 0)
+        grid.addWidget(self.node_ram, 1, 1)
+        self._world_size = 0
+        self._nodes: list[str] = []
+        self._dark = is_dark(self.palette())
+        self._apply_palette()
+
+    # -- building curves -------------------------------------------------------------------------
+
+    def set_run(self, series: RunSeries) -> None:
+        """Show this run's series (a new run: every curve is made again, once)."""
+        self.series = series
+        for chart in self.charts.values():
+            chart.remove_curves()
+            chart.view.enableAutoRange()
+        self._world_size = 0
+        self._nodes = []
+        self.slowest = None
+        self._sync_curves()
+        self.slowest_changed.emit(None)
+
+    def _sync_curves(self) -> None:
+        """Add curves for ranks and nodes that appeared since the last redraw (colours follow the world size)."""
+        world = self.series.world_size
+        if world != self._world_size:
+            self._build_rank_curves(world)
+        # In rank order (the order nodes first reported RAM in is a race).
+        reported = set(self.series.node_ram)
+        nodes = [node for node in self.series.nodes() if node in reported]
+        nodes += sorted(reported - set(nodes))
+        if nodes != self._nodes:
+            for index, node in enumerate(nodes):
+                if f"node:{node}" not in self.node_ram.curves:
+                    self.node_ram.add_curve(f"node:{node}", self.series.node_ram[node], None, name=node)
+            self._nodes = nodes
+            self._color_nodes()
+
+    def _build_rank_curves(self, world: int) -> None:
+        for chart in (self.loss, self.memory, self.speed):
+            chart.remove_curves()
+        text = self.palette().color(QPalette.ColorRole.Text)
+        for rank in range(world):
+            metrics = self.series.rank(rank)
+            color = rank_color(rank, world, dark=self._dark)
+            self.loss.add_curve(f"rank:{rank}", metrics["loss"], pg.mkPen(color, width=1), name=f"rank {rank}")
+            self.memory.add_curve(f"active:{rank}", metrics["mlx_active_bytes"], pg.mkPen(color, width=1))
+            self.memory.add_curve(f"peak:{rank}", metrics["mlx_peak_bytes"],
+                                  pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine))
+            self.speed.add_curve(f"rank:{rank}", metrics[self.speed_metric], pg.mkPen(color, width=1),
+                                 name=f"rank {rank}")
+        # The mean over ranks: drawn last and thick, in the text colour, so it reads above the ranks.
+        self.loss.add_curve("mean", self.series.loss_mean, pg.mkPen(text, width=3), name="mean")
+        self.loss.add_curve("val", self.series.val_loss, pg.mkPen(text, width=1, style=Qt.PenStyle.DotLine),
+                            name="validation", symbol="o", symbolSize=5, symbolBrush=text, symbolPen=None)
+        self._world_size = world
+        self.slowest = None
+
+    def _color_nodes(self) -> None:
+        for index, node in enumerate(self._nodes):
+            color = rank_color(index, max(len(self._nodes), 2), dark=self._dark)
+            self.node_ram.curves[f"node:{node}"].item.setPen(pg.mkPen(color, width=2))
+
+    def _on_speed_metric_chosen(self, index: int) -> None:
+        metric = self.speed_choice.itemData(index)
+        self.speed_metric = metric
+        title, label, units = self.SPEED_METRICS[metric]
+        self.speed.plot.setLabel("left", label, units=units)
+        for rank in range(self._world_size):
+            self.speed.rebind(f"rank:{rank}", self.series.rank(rank)[metric])
+        self.speed.view.enableAutoRange()
+        self._show_slowest(self.slowest)
+
+    # -- redraw ----------------------------------------------------------------------------------
+
+    def redraw(self) -> int:
+        """Bring every chart up to date; returns how many curves were redrawn. Call from a ~10 Hz timer."""
+        self._sync_curves()
+        updated = sum(chart.redraw() for chart in self.charts.values())
+        if updated:
+            self._update_slowest()
+        return updated
+
+    def _update_slowest(self) -> None:
+        slowest = self.series.slowest_rank()
+        if slowest is not None and slowest.excess < SLOWEST_MIN_EXCESS:
+            slowest = None
+        changed = (self.slowest.rank if self.slowest else None) != (slowest.rank if slowest else None)
+        self.slowest = slowest
+        self._show_slowest(slowest, restyle=changed)
+        if changed:
+            self.slowest_changed.emit(slowest)
+
+    def _show_slowest(self, slowest: SlowestRank | None, *, restyle: bool = True) -> None:
+        title = self.SPEED_METRICS[self.speed_metric][0]
+        if slowest is not None:
+            title += f" · slowest: rank {slowest.rank} (+{slowest.excess:.0%} step time)"
+        self.speed.title.setText(title)
+        if not restyle:
+            return
+        # The slowest rank's speed curve is drawn thick, and its legend entry says so.
+        for rank in range(self._world_size):
+            curve = self.speed.curves.get(f"rank:{rank}")
+            if curve is None:
+                continue
+            color = rank_color(rank, self._world_size, dark=self._dark)
+            flagged = slowest is not None and slowest.rank == rank
+            curve.item.setPen(pg.mkPen(color, width=3 if flagged else 1))
+            self._set_legend_label(self.loss, f"rank {rank}", f"rank {rank} (slowest)" if flagged else f"rank {rank}")
+
+    @staticmethod
+    def _set_legend_label(chart: Chart, name: str, text: str) -> None:
+        if chart.legend is None:
+            return
+        for sample, label in chart.legend.items:
+            if getattr(sample.item, "name", lambda: None)() == name:
+                if label.text != text:
+                    label.setText(text)
+                return
+
+    def legend_labels(self) -> list[str]:
+        """The loss chart's legend texts (what a test checks for the slowest flag)."""
+        if self.loss.legend is None:
+            return []
+        return [label.text for _, label in self.loss.legend.items]
+
+    # -- look ------------------------------------------------------------------------------------
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.PaletteChange:
+            self._dark = is_dark(self.palette())
+            self._apply_palette()
+            if self._world_size:
+                self._build_rank_curves(self._world_size)
+                self._color_nodes()
+        super().changeEvent(event)
+
+    def _apply_palette(self) -> None:
+        for chart in self.charts.values():
+            chart.apply_palette(self.palette())
+
+
+__all__ = ["Chart", "LiveCurve", "RankCharts", "rank_color", "SLOWEST_MIN_EXCESS"]

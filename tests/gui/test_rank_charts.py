@@ -1,0 +1,117 @@
+"""RankCharts: a curve per rank made once, redrawn only when changed, decimated to the view, slowest rank flagged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gui.rank_charts import RankCharts
+from gui.series import RunSeries
+from trainer.events import NodeEvent, StartEvent, StepEvent
+
+
+def filled_series(ranks: int = 8, steps: int = 50_000, slow_rank: int | None = 3) -> RunSeries:
+    series = RunSeries(rank_nodes=[f"node{r // 2 + 1}" for r in range(ranks)])
+    x = np.arange(1, steps + 1, dtype=float)
+    rng = np.random.default_rng(0)
+    for rank in range(ranks):
+        metrics = series.rank(rank)
+        metrics["loss"].extend(x, 3 + rng.normal(size=steps))
+        metrics["mlx_active_bytes"].extend(x, np.full(steps, 1e8))
+        metrics["mlx_peak_bytes"].extend(x, np.full(steps, 2e8))
+        step_time = 0.1 * (1.5 if rank == slow_rank else 1.0)
+        metrics["step_time_s"].extend(x, np.full(steps, step_time))
+        metrics["tokens_per_s"].extend(x, np.full(steps, 2048 / step_time))
+    series.loss_mean.extend(x, np.full(steps, 3.0))
+    return series
+
+
+@pytest.fixture
+def charts(qtbot):
+    widget = RankCharts()
+    widget.resize(1200, 800)
+    qtbot.addWidget(widget)
+    widget.show()
+    return widget
+
+
+def test_every_rank_has_a_curve_and_the_mean_is_thick(charts):
+    charts.set_run(filled_series())
+    charts.redraw()
+    assert [key for key in charts.loss.curves if key.startswith("rank:")] == [f"rank:{r}" for r in range(8)]
+    assert len(charts.memory.curves) == 16  # active and peak per rank
+    for rank in range(8):
+        assert charts.loss.points(f"rank:{rank}") == 50_000
+    mean_pen = charts.loss.curves["mean"].item.opts["pen"]
+    rank_pen = charts.loss.curves["rank:0"].item.opts["pen"]
+    assert mean_pen.width() > rank_pen.width()
+
+
+def test_curves_get_at_most_a_few_points_per_pixel(charts):
+    charts.set_run(filled_series())
+    charts.redraw()
+    width = int(charts.loss.view.width())
+    for curve in charts.loss.curves.values():
+        shown = curve.item.getData()[0]
+        if len(curve.series):
+            assert 0 < len(shown) <= 2 * max(width, 100) + 4
+
+
+def test_redraw_touches_only_changed_curves(charts):
+    series = filled_series()
+    charts.set_run(series)
+    charts.redraw()
+    assert charts.redraw() == 0
+    series.add(StepEvent(rank=2, time=0.0, step=50_001, loss=1.0, step_time_s=0.1, mlx_active_bytes=1,
+                         mlx_peak_bytes=2, tokens_per_s=1.0))
+    # rank 2's loss, active, peak and speed curves.
+    assert charts.redraw() == 4
+
+
+def test_zooming_draws_only_the_visible_steps(charts):
+    charts.set_run(filled_series())
+    charts.redraw()
+    charts.loss.plot.setXRange(1000, 1100, padding=0)
+    charts.redraw()
+    xs = charts.loss.curves["rank:0"].item.getData()[0]
+    assert xs.min() >= 999 and xs.max() <= 1101
+    # The x axes are linked: the speed chart follows.
+    xs = charts.speed.curves["rank:0"].item.getData()[0]
+    assert xs.min() >= 999 and xs.max() <= 1101
+
+
+def test_slowest_rank_is_flagged_in_legend_and_title(charts, qtbot):
+    charts.set_run(filled_series(slow_rank=5))
+    with qtbot.waitSignal(charts.slowest_changed) as flagged:
+        charts.redraw()
+    assert flagged.args[0].rank == 5
+    assert "rank 5 (slowest)" in charts.legend_labels()
+    assert "slowest: rank 5 (+50% step time)" in charts.speed.title.text()
+    assert charts.speed.curves["rank:5"].item.opts["pen"].width() > charts.speed.curves["rank:0"].item.opts["pen"].width()
+
+
+def test_equal_ranks_flag_nobody(charts):
+    charts.set_run(filled_series(slow_rank=None))
+    charts.redraw()
+    assert charts.slowest is None
+    assert not any("slowest" in label for label in charts.legend_labels())
+
+
+def test_speed_metric_switches_to_tokens_per_second(charts):
+    series = filled_series(ranks=2, steps=100, slow_rank=None)
+    charts.set_run(series)
+    charts.redraw()
+    charts.speed_choice.setCurrentIndex(charts.speed_choice.findData("tokens_per_s"))
+    charts.redraw()
+    ys = charts.speed.curves["rank:0"].item.getData()[1]
+    assert np.allclose(ys, 20480.0)
+
+
+def test_ranks_and_nodes_appearing_later_get_curves(charts):
+    series = RunSeries()
+    charts.set_run(series)
+    series.add(StartEvent(rank=0, time=0.0, world_size=3, host="a"))
+    series.add(NodeEvent(rank=1, time=0.0, host="b", ram_used_bytes=5, ram_total_bytes=10))
+    charts.redraw()
+    assert len([k for k in charts.loss.curves if k.startswith("rank:")]) == 3
+    assert list(charts.node_ram.curves) == ["node:b"]

@@ -1,0 +1,103 @@
+"""Growing series and their peak decimation; run series folded from recorded event streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cluster.run_monitor import RunMonitor
+from cluster.run_status import RunStatus
+from gui.series import Buffer, RunSeries, Series
+from tests.gui.fakes import RECORDED_3_RANKS, SyntheticRun, count_events, recorded_lines, synthetic_stream
+
+
+def fold(lines: list[str], rank_nodes: list[str] | None = None) -> RunSeries:
+    monitor = RunMonitor(RunStatus(rank_nodes=list(rank_nodes or [])))
+    series = RunSeries(rank_nodes=list(rank_nodes or []))
+    for raw in lines:
+        for line in monitor.feed(raw):
+            if not hasattr(line.event, "text"):
+                series.add(line.event)
+    return series
+
+
+def test_buffer_grows_and_keeps_values():
+    buffer = Buffer(capacity=2)
+    for value in range(1000):
+        buffer.append(value)
+    buffer.extend(np.arange(1000, 1500))
+    assert len(buffer) == 1500
+    assert np.array_equal(buffer.values, np.arange(1500))
+
+
+@pytest.mark.parametrize("count", [5, 2_000, 2_001, 70_000, 300_007])
+@pytest.mark.parametrize("window", [(None, None), (0.1, 0.7), (0.0, 0.013), (0.5, 2.0)])
+def test_decimation_keeps_every_peak_in_the_window(count, window):
+    rng = np.random.default_rng(count)
+    x = np.arange(1, count + 1, dtype=float)
+    y = rng.normal(size=count)
+    y[rng.integers(0, count, 3)] = [50.0, -50.0, np.nan]
+    series = Series(capacity=4)
+    # Half at once, half point by point after a first redraw: the pyramid must catch up with appends.
+    series.extend(x[: count // 2], y[: count // 2])
+    series.decimated(buckets=300)
+    for i in range(count // 2, count):
+        series.append(x[i], y[i])
+    low = None if window[0] is None else window[0] * count
+    high = None if window[1] is None else window[1] * count
+    xs, ys = series.decimated(low, high, buckets=500)
+    start, stop = series.index_range(low, high)
+    assert len(xs) <= 2 * 500 + 4
+    assert np.all(np.diff(xs) >= 0)
+    if stop > start:
+        assert np.nanmax(ys) == np.nanmax(y[start:stop])
+        assert np.nanmin(ys) == np.nanmin(y[start:stop])
+        assert xs[0] <= max(x[start], low or x[start])
+    if low is not None and high is not None:
+        # At most one point each side beyond the window (so the line reaches its edges).
+        assert np.sum(xs < low) <= 2 and np.sum(xs > high) <= 2
+
+
+def test_small_ranges_are_not_decimated():
+    series = Series()
+    series.extend(np.arange(10.0), np.arange(10.0) * 2)
+    xs, ys = series.decimated(buckets=100)
+    assert np.array_equal(xs, np.arange(10.0)) and np.array_equal(ys, np.arange(10.0) * 2)
+
+
+def test_recorded_three_rank_run_fills_every_rank():
+    lines = recorded_lines(RECORDED_3_RANKS)
+    series = fold(lines, ["node1", "node2", "node3"])
+    assert series.world_size == 3
+    for rank in range(3):
+        steps = count_events(lines, "step", rank)
+        assert steps == 40
+        assert len(series.ranks[rank]["loss"]) == steps
+        assert len(series.ranks[rank]["mlx_peak_bytes"]) == steps
+        assert len(series.ranks[rank]["val_loss"]) == count_events(lines, "eval", rank)
+    assert len(series.loss_mean) == 40  # once per step, not once per rank
+    assert series.nodes() == ["node1", "node2", "node3"]
+    used, total = series.node_ram_now("node2")
+    assert used and total and used < total
+
+
+def test_node_ram_is_taken_from_one_rank_per_node():
+    run = SyntheticRun(ranks=4, steps=50, ranks_per_node=2, node_every=10)
+    series = fold(synthetic_stream(run), run.rank_nodes())
+    assert sorted(series.node_ram) == ["node1", "node2"]
+    # Both ranks of node1 report every 10 steps; only one of them is plotted.
+    assert len(series.node_ram["node1"]) == 5
+    assert list(series.node_ram["node1"].x) == [10, 20, 30, 40, 50]
+
+
+def test_slowest_rank_by_median_step_time():
+    run = SyntheticRun(ranks=8, steps=60, slow_rank=6, slow_factor=1.25)
+    series = fold(synthetic_stream(run), run.rank_nodes())
+    slowest = series.slowest_rank()
+    assert slowest is not None and slowest.rank == 6
+    assert slowest.excess == pytest.approx(0.25, abs=0.02)
+
+
+def test_no_slowest_rank_with_one_rank():
+    run = SyntheticRun(ranks=1, steps=10, ranks_per_node=1, slow_rank=None)
+    assert fold(synthetic_stream(run)).slowest_rank() is None
