@@ -69,14 +69,16 @@ def leftover_processes(cluster) -> dict[str, list[str]]:
     """Per node: processes of the node user, seen from inside the node (its own PID namespace), sshd excepted.
 
     sshd sessions are corral's own SSH connections: rsync's shared connection (ControlPersist) stays a while.
+    Zombies are left out: they have exited and only wait for the node's PID 1 (the test bed's init) to reap them.
     """
     found: dict[str, list[str]] = {}
     for node in cluster.nodes:
         if not node.alive:
             continue
-        listing = node.run(["ps", "-eo", "uid=,pid=,args="], timeout=10).stdout
-        rows = [row.strip() for row in listing.splitlines() if row.split() and row.split()[0] == str(node.uid)]
-        found[node.name] = [row for row in rows if "sshd" not in row.split(None, 2)[2]]
+        listing = node.run(["ps", "-eo", "uid=,pid=,stat=,args="], timeout=10).stdout
+        rows = [row.split(None, 3) for row in listing.splitlines() if row.split() and row.split()[0] == str(node.uid)]
+        found[node.name] = [" ".join(row) for row in rows
+                            if len(row) == 4 and not row[2].startswith("Z") and "sshd" not in row[3]]
     return {name: rows for name, rows in found.items() if rows}
 
 
