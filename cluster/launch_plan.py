@@ -36,16 +36,32 @@ PYTHONPATH="$lib${PYTHONPATH:+:$PYTHONPATH}" exec "$py" "$@"
 SWEEP_SCRIPT = r"""
 mark="corral-run=$1"
 n=0
-if pgrep -f "$mark" >/dev/null 2>&1; then
+parents=""
+pids=$(pgrep -f "$mark" 2>/dev/null)
+if [ -n "$pids" ]; then
+  # The Open MPI daemons that started these ranks belong to this run: note them before the ranks go.
+  for pid in $pids; do parents="$parents $(ps -o ppid= -p "$pid" 2>/dev/null)"; done
   pkill -TERM -f "$mark" 2>/dev/null
   i=0
   while [ $i -lt 20 ] && pgrep -f "$mark" >/dev/null 2>&1; do sleep 0.1; i=$((i + 1)); done
   pkill -KILL -f "$mark" 2>/dev/null
   n=1
 fi
-[ "$2" = orted ] && for pid in $(pgrep -u "$(id -u)" -x orted 2>/dev/null); do
-  if [ -z "$(pgrep -P "$pid" 2>/dev/null)" ]; then kill -KILL "$pid" 2>/dev/null && n=1; fi
-done
+if [ "$2" = orted ]; then
+  for pid in $parents; do
+    [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = orted ] && kill -KILL "$pid" 2>/dev/null && n=1
+  done
+  # Daemons whose ranks died earlier (a cut link): this user's orted with no live child. A killed child
+  # is a zombie until its daemon reaps it, so give the daemons a moment first.
+  sleep 0.3
+  for pid in $(pgrep -u "$(id -u)" -x orted 2>/dev/null); do
+    live=0
+    for child in $(pgrep -P "$pid" 2>/dev/null); do
+      case "$(ps -o stat= -p "$child" 2>/dev/null)" in Z*|"") ;; *) live=1 ;; esac
+    done
+    [ "$live" = 0 ] && kill -KILL "$pid" 2>/dev/null && n=1
+  done
+fi
 echo "CORRAL-SWEPT $n"
 """
 
