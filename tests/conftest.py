@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,3 +54,34 @@ def cluster_factory() -> Iterator[Callable[..., TestCluster]]:
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+def _runs_left_in(base: str) -> dict[int, str]:
+    """Processes of a corral run (marked ``-X corral-run=ID``) working somewhere under ``base``."""
+    left: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if any(arg.startswith(b"corral-run=") for arg in argv) and cwd.startswith(base):
+            left[int(proc.name)] = b" ".join(argv).decode(errors="replace")
+    return left
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_training_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the session if a test left a local training run going (it would slow every test after it)."""
+    yield
+    if not Path("/proc").is_dir():
+        return
+    left = _runs_left_in(str(tmp_path_factory.getbasetemp()))
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, f"tests left local training runs going (now killed): {left}"
