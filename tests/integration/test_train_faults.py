@@ -75,13 +75,16 @@ def test_a_crashed_node_is_named(running):
 def test_resume_without_the_crashed_node_keeps_the_effective_batch(running):
     crash_node3(running)
     cluster, corral, run_id, follower = running
-    resumed = corral.run("train", "--resume", run_id, "--without", "node3", "--set", "steps=20", timeout=300)
+    old = [json.loads(l) for l in corral.ok("logs", run_id, "--json").stdout.splitlines()]
+    old_start = next(l["event"] for l in old if l["event"] and l["event"]["event"] == "start")
+    # However far the run got before the crash, train 8 steps past its last checkpoint.
+    last_checkpoint = max(l["event"]["step"] for l in old if l["event"] and l["event"]["event"] == "checkpoint")
+    resumed = corral.run("train", "--resume", run_id, "--without", "node3", "--set", f"steps={last_checkpoint + 8}",
+                         timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     new_id = run_id_of(resumed.stdout)
     lines = [json.loads(l) for l in corral.ok("logs", new_id, "--json").stdout.splitlines()]
     starts = {l["rank"]: l["event"] for l in lines if l["event"] and l["event"]["event"] == "start"}
-    old = [json.loads(l) for l in corral.ok("logs", run_id, "--json").stdout.splitlines()]
-    old_start = next(l["event"] for l in old if l["event"] and l["event"]["event"] == "start")
 
     def effective(start: dict) -> int:
         return start["config"]["batch_size"] * start["config"]["grad_accum_steps"] * start["world_size"]
@@ -89,8 +92,8 @@ def test_resume_without_the_crashed_node_keeps_the_effective_batch(running):
     assert sorted(starts) == [0, 1] and all(s["world_size"] == 2 for s in starts.values())
     assert effective(starts[0]) == effective(old_start) == 4 * 2 * 3
     assert starts[0]["config"]["grad_accum_steps"] == 3 and starts[0]["config"]["batch_size"] == 4
-    first_step = min(l["event"]["step"] for l in lines if l["event"] and l["event"]["event"] == "step")
-    assert first_step > 10  # continued after the last checkpoint (every 5 steps), not from step 1
+    steps = sorted({l["event"]["step"] for l in lines if l["event"] and l["event"]["event"] == "step"})
+    assert steps == list(range(last_checkpoint + 1, last_checkpoint + 9))  # on from the checkpoint, not from 1
     assert json.loads(corral.ok("runs", "--json").stdout)[0]["resumed_from"] == run_id
 
 
