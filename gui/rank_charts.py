@@ -8,11 +8,13 @@ per rank as at 1k; pyqtgraph's own downsampling and clipping would still walk ev
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QPalette, QPen
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from gui.series import RunSeries, Series, SlowestRank
@@ -33,11 +35,34 @@ def is_dark(palette: QPalette) -> bool:
     return palette.color(QPalette.ColorRole.Base).lightness() < 128
 
 
+class DecimatedCurve(pg.PlotCurveItem):
+    """A PlotCurveItem for points sorted by x: its bounds (asked for by every auto-range, several times a frame)
+    come from the end points and one NaN-skipping min/max pass, without pyqtgraph's generic checks."""
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: object = None) -> tuple:  # noqa: N803 - Qt's name
+        if frac < 1.0 or orthoRange is not None or self.opts["stepMode"] or not self.opts["pen"].isCosmetic():
+            return super().dataBounds(ax, frac, orthoRange)
+        cache = self._boundsCache[ax]
+        if cache is not None and cache[0] == (frac, orthoRange):
+            return cache[1]
+        data = self.xData if ax == 0 else self.yData
+        if data is None or data.shape[0] == 0:
+            return None, None
+        if ax == 0:
+            bounds = float(data[0]), float(data[-1])
+        else:
+            bounds = float(np.fmin.reduce(data)), float(np.fmax.reduce(data))
+            if math.isinf(bounds[0]) or math.isinf(bounds[1]):
+                return super().dataBounds(ax, frac, orthoRange)
+        self._boundsCache[ax] = [(frac, orthoRange), bounds]
+        return bounds
+
+
 @dataclass
 class LiveCurve:
     """A plotted curve bound to a series; redrawn when the series or the view changed."""
 
-    item: pg.PlotDataItem
+    item: DecimatedCurve | pg.PlotDataItem
     series: Series
     drawn_version: int = -1
 
@@ -79,7 +104,13 @@ class Chart(QWidget):
 
     def add_curve(self, key: str, series: Series, pen: object, name: str | None = None, **options: object) -> LiveCurve:
         # connect="finite": a missing value (None in the event) leaves a gap instead of a line to zero.
-        item = pg.PlotDataItem(pen=pen, name=name, connect="finite", **options)
+        if "symbol" in options:
+            item = pg.PlotDataItem(pen=pen, name=name, connect="finite", **options)
+        else:
+            # A bare PlotCurveItem: the points are already decimated and clipped to the view, and PlotDataItem
+            # would copy them and re-run its own downsampling and clipping checks on every setData. No
+            # antialiasing: two points per pixel column gain nothing from it and it multiplies the paint cost.
+            item = DecimatedCurve(pen=pen, name=name, connect="finite", antialias=False, **options)
         self.plot.addItem(item)
         curve = self.curves[key] = LiveCurve(item, series)
         return curve
@@ -112,12 +143,17 @@ class Chart(QWidget):
         """Update the curves whose data or view changed; returns how many were updated."""
         visible = self.visible_range()
         moved = visible != self._drawn_range
+        x_min, x_max, buckets = visible
         updated = 0
         for curve in self.curves.values():
             version = curve.series.version
             if not moved and version == curve.drawn_version:
                 continue
-            xs, ys = curve.series.decimated(*visible)
+            # A pen w pixels wide shows no detail finer than w pixels, and wide pens cost several times more
+            # per vertex: the thick mean and the flagged slowest rank get proportionally fewer buckets.
+            pen = curve.item.opts.get("pen")
+            width = max(1, int(pen.widthF())) if isinstance(pen, QPen) else 1
+            xs, ys = curve.series.decimated(x_min, x_max, max(MIN_BUCKETS, buckets // width))
             curve.item.setData(xs, ys)
             curve.drawn_version = version
             updated += 1
@@ -282,9 +318,12 @@ class RankCharts(QWidget):
             curve = self.speed.curves.get(f"rank:{rank}")
             if curve is None:
                 continue
-            color = rank_color(rank, self._world_size, dark=self._dark)
             flagged = slowest is not None and slowest.rank == rank
-            curve.item.setPen(pg.mkPen(color, width=3 if flagged else 1))
+            width = 3 if flagged else 1
+            # Only the ranks that gained or lost the flag: a new pen repaints and re-bounds the curve.
+            if curve.item.opts["pen"].widthF() != width:
+                color = rank_color(rank, self._world_size, dark=self._dark)
+                curve.item.setPen(pg.mkPen(color, width=width))
             self._set_legend_label(self.loss, f"rank {rank}", f"rank {rank} (slowest)" if flagged else f"rank {rank}")
 
     @staticmethod
@@ -321,4 +360,4 @@ class RankCharts(QWidget):
             chart.apply_palette(self.palette())
 
 
-__all__ = ["Chart", "LiveCurve", "RankCharts", "rank_color", "SLOWEST_MIN_EXCESS"]
+__all__ = ["Chart", "DecimatedCurve", "LiveCurve", "RankCharts", "rank_color", "SLOWEST_MIN_EXCESS"]

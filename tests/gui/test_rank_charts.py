@@ -115,3 +115,33 @@ def test_ranks_and_nodes_appearing_later_get_curves(charts):
     charts.redraw()
     assert len([k for k in charts.loss.curves if k.startswith("rank:")]) == 3
     assert list(charts.node_ram.curves) == ["node:b"]
+
+
+def test_curve_bounds_match_pyqtgraph_and_skip_gaps():
+    import pyqtgraph as pg
+
+    from gui.rank_charts import DecimatedCurve
+
+    xs = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    ys = np.array([3.0, np.nan, -2.0, 8.0, np.nan])
+    ours, theirs = DecimatedCurve(pen=pg.mkPen("r")), pg.PlotCurveItem(pen=pg.mkPen("r"))
+    for item in (ours, theirs):
+        item.setData(xs, ys)
+    for axis in (0, 1):
+        assert ours.dataBounds(axis) == theirs.dataBounds(axis)
+    assert ours.dataBounds(1) == (-2.0, 8.0)
+
+
+def test_rank_curves_are_drawn_without_antialiasing_even_when_the_app_asks_for_it(charts):
+    # Antialiasing the dense decimated lines multiplies the paint cost (a wide pen: ~30x) for no visible gain.
+    import pyqtgraph as pg
+
+    asked = pg.getConfigOption("antialias")
+    pg.setConfigOptions(antialias=True)  # what gui.theme does for the app
+    try:
+        charts.set_run(filled_series(ranks=2, steps=100))
+        charts.redraw()
+    finally:
+        pg.setConfigOptions(antialias=asked)
+    assert not charts.loss.curves["rank:0"].item.opts["antialias"]
+    assert not charts.loss.curves["mean"].item.opts["antialias"]

@@ -101,3 +101,29 @@ def test_slowest_rank_by_median_step_time():
 def test_no_slowest_rank_with_one_rank():
     run = SyntheticRun(ranks=1, steps=10, ranks_per_node=1, slow_rank=None)
     assert fold(synthetic_stream(run)).slowest_rank() is None
+
+
+def test_flat_stretches_are_drawn_from_their_ends_only():
+    series = Series()
+    x = np.arange(1, 100_001, dtype=float)
+    y = np.full(x.shape[0], 7.0)
+    y[60_000] = 9.0  # one spike in the flat stretch
+    series.extend(x, y)
+    xs, ys = series.decimated(buckets=500)
+    assert len(xs) <= 8
+    assert xs[0] == 1 and xs[-1] >= x[-1] - 256
+    assert ys.max() == 9.0 and ys.min() == 7.0
+    assert np.all(np.diff(xs) >= 0)
+
+
+def test_neighbouring_buckets_meet_on_the_same_side():
+    # min→max, then max→min: the joins between buckets stay short instead of crossing the band twice.
+    rng = np.random.default_rng(1)
+    series = Series()
+    series.extend(np.arange(1, 200_001, dtype=float), rng.normal(size=200_000))
+    xs, ys = series.decimated(buckets=400)
+    pairs = ys.reshape(-1, 2)
+    assert np.all(pairs[0::2, 0] <= pairs[0::2, 1])
+    assert np.all(pairs[1::2, 0] >= pairs[1::2, 1])
+    joins = np.abs(np.diff(ys))[1::2]
+    assert joins.mean() < 0.5 * np.abs(pairs[:, 1] - pairs[:, 0]).mean()
