@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from cluster.mpi_output import RankLine, TagReassembler
 from cluster.run_status import RunState, RunStatus
-from trainer.events import Event, RawLine, StepEvent, parse_line
+from trainer.events import ErrorEvent, Event, RawLine, StepEvent, parse_line
 
 # No rank emitted for this long (and at least this multiple of the median step) → probe the nodes.
 SILENCE_MIN_S = 4.0
@@ -25,6 +25,10 @@ STARTUP_SILENCE_S = 45.0
 
 # Open MPI's own words about a rank that died (mpirun prints them untagged).
 _RANK_SIGNAL = re.compile(r"process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)")
+# mlx.launch's words about a rank whose command ended badly ("... was killed" is its own stopping of the others).
+_RING_RANK_EXIT = re.compile(r"Node with rank (\d+) exited with code (\d+)")
+# What the surviving ranks of a ring say when a peer went away: a consequence of another rank's end, not its cause.
+_RING_PEER_LOST = ("connection to a peer was lost", "was closed by the peer")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class RunMonitor:
     last_rank_output: float | None = None  # this computer's clock, when a rank last said anything live
     started_watching: float | None = None
     launcher_said: list[str] = field(default_factory=list)
+    # Ring ranks that failed only because a peer went away, and whether the run's failure is one of their
+    # reports: then the launcher's word on which rank ended (it may come after theirs) replaces it.
+    _peer_lost_ranks: set[int] = field(default_factory=set)
+    _failure_is_peer_loss: bool = False
 
     def feed(self, raw_line: str, *, replayed: bool = False) -> list[FollowedLine]:
         """One line of output.log (without its newline) → the complete rank lines it finished."""
@@ -77,7 +85,12 @@ class RunMonitor:
         else:
             if rank is None or self.backend != "mpi":
                 rank = event.rank
+            was_over = self.status.state.is_over
             self.status.apply(event)
+            if (self.backend == "ring" and isinstance(event, ErrorEvent)
+                    and any(words in event.message for words in _RING_PEER_LOST)):
+                self._peer_lost_ranks.add(event.rank)
+                self._failure_is_peer_loss = self._failure_is_peer_loss or not was_over
             if isinstance(event, StepEvent) and event.step_time_s:
                 self._step_times.append(event.step_time_s)
                 del self._step_times[:-50]
@@ -93,6 +106,18 @@ class RunMonitor:
             rank, host, signal_number = int(match.group(1)), match.group(2), match.group(3)
             where = self.status.rank(rank).node or host
             self.status.fail(f"rank {rank} on {where} was killed (signal {signal_number})")
+        match = _RING_RANK_EXIT.search(text) if self.backend == "ring" else None
+        if match:
+            rank, code = int(match.group(1)), match.group(2)
+            if rank in self._peer_lost_ranks:
+                return  # it ended because of another rank
+            reason = (f"rank {rank} on {self.status.rank(rank).node or 'its node'} ended with exit code {code} "
+                      "(mlx.launch then stopped the other ranks)")
+            if self._failure_is_peer_loss and self.status.state is RunState.FAILED:
+                self.status.failure = reason  # the cause, instead of a peer's report of it
+                self._failure_is_peer_loss = False
+            else:
+                self.status.fail(reason)
 
     def silence_threshold_s(self) -> float:
         if not self._step_times:
