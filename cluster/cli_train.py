@@ -19,17 +19,20 @@ EXIT_OK, EXIT_FAILED = 0, 1
 REDRAW_INTERVAL_S = 0.2
 PLAIN_PROGRESS_INTERVAL_S = 5.0
 
-# The demo: the bundled model, sized to finish in about a minute on a laptop CPU with 2 ranks.
-DEMO_CONFIG = """\
+# The demo: the bundled model, sized to finish in about a minute on a laptop CPU with 2 ranks. Measured on the
+# 2-core x86 test VM: ~0.08 s a step, 600 steps in 50 s (700 took 58 s); the loss falls from 5.8 to ~0.35
+# (eval: 1.90 at step 100, 0.36 at 600).
+DEMO_STEPS = 600
+DEMO_CONFIG = f"""\
 # corral demo: the bundled byte-level transformer on the bundled stories, 2 ranks on this computer.
 n_layers = 2
 d_model = 64
 n_heads = 4
 seq_len = 64
-steps = 200
+steps = {DEMO_STEPS}
 batch_size = 8
-warmup_steps = 10
-eval_every = 50
+warmup_steps = 20
+eval_every = 100
 checkpoint_every = 0
 node_every_s = 5.0
 """
@@ -72,7 +75,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     runs.add_argument("--json", action="store_true")
 
     demo = commands.add_parser("demo", help="train the bundled model on this computer (about a minute)")
-    demo.add_argument("--steps", type=int, help="optimizer steps (default 200)")
+    demo.add_argument("--steps", type=int, help=f"optimizer steps (default {DEMO_STEPS})")
 
 
 def run_train_command(home: CorralHome, args: argparse.Namespace) -> int:
