@@ -59,6 +59,8 @@ class AsyncWorker:
             log.exception("tasks did not finish cleanly at shutdown")
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self.loop.close()  # an unclosed loop warns whenever the garbage collector gets to it
 
 
 class Job(QObject):
