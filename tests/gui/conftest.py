@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+from cluster.home import CorralHome
+from gui.bridge import AsyncWorker, Bridge
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
@@ -11,3 +14,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 def private_settings(tmp_path, monkeypatch):
     """Window layout and choices go to a file of this test's own (QSettings would use ~/.config)."""
     monkeypatch.setenv("CORRAL_SETTINGS_FILE", str(tmp_path / "settings.ini"))
+
+
+@pytest.fixture
+def bridge(qtbot):
+    """The asyncio worker thread and its Qt bridge, as the app runs them; stopped after the test."""
+    worker = AsyncWorker()
+    yield Bridge(worker)
+    worker.stop()
+
+
+@pytest.fixture
+def home(tmp_path) -> CorralHome:
+    return CorralHome(tmp_path / "home")

@@ -8,14 +8,6 @@ import threading
 import pytest
 
 from cluster.errors import NodeUnreachable
-from gui.bridge import AsyncWorker, Bridge
-
-
-@pytest.fixture
-def bridge(qtbot):
-    worker = AsyncWorker()
-    yield Bridge(worker)
-    worker.stop()
 
 
 def test_result_and_progress_arrive_in_the_gui_thread(qtbot, bridge):

@@ -10,9 +10,7 @@ from PySide6.QtGui import QImage
 
 import gui.dashboard.widget as dashboard_module
 from cluster.errors import LaunchFailed
-from cluster.home import CorralHome
 from cluster.run_status import RunState
-from gui.bridge import AsyncWorker, Bridge
 from gui.dashboard import Dashboard
 from gui.dashboard.log_pane import ALL, OTHER
 from tests.gui.fakes import (
@@ -26,18 +24,6 @@ from tests.gui.fakes import (
 from trainer.events import ErrorEvent, to_line
 
 NODES_3 = ["node1", "node2", "node3"]
-
-
-@pytest.fixture
-def bridge(qtbot):
-    worker = AsyncWorker()
-    yield Bridge(worker)
-    worker.stop()
-
-
-@pytest.fixture
-def home(tmp_path):
-    return CorralHome(tmp_path / "home")
 
 
 @pytest.fixture

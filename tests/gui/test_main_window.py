@@ -14,25 +14,12 @@ from PySide6.QtWidgets import QApplication, QWidget
 from cluster.home import CorralHome
 from cluster.inventory import Inventory, Node
 from cluster.state import save_cluster
-from gui.bridge import AsyncWorker, Bridge
 from gui.entry import display_problem, home_argument, wants_window
 from gui.main_window import DASHBOARD, WELCOME, WIZARD, MainWindow
 from gui.settings import COLOR_SCHEME, GEOMETRY, app_settings, write_text
 from gui.setup_wizard.state import WizardNode, WizardState, save_state
 from gui.theme import ThemeController, is_dark
 from tests.gui.wizard_fakes import FakeCore, found_host, isolated_settings  # noqa: F401 - fixture
-
-
-@pytest.fixture
-def bridge(qtbot):
-    worker = AsyncWorker()
-    yield Bridge(worker)
-    worker.stop()
-
-
-@pytest.fixture
-def home(tmp_path) -> CorralHome:
-    return CorralHome(tmp_path / "home")
 
 
 class StubDashboard(QWidget):

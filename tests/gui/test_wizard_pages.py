@@ -7,28 +7,14 @@ import threading
 import pytest
 from PySide6.QtWidgets import QWizard
 
-from cluster.home import CorralHome
 from cluster.state import load_cluster
 from gui import messages
-from gui.bridge import AsyncWorker, Bridge
 from gui.setup_wizard import SetupWizard
 from gui.setup_wizard.core import HostKeyStatus, StepState
 from gui.setup_wizard.questions import HostKeyQuestions
 from tests.gui.wizard_fakes import FakeCore, auth_failed, found_host, isolated_settings  # noqa: F401 - fixture
 
 ADDRESSES = ["10.0.0.13", "10.0.0.11", "10.0.0.12"]  # found out of order, as a sweep does
-
-
-@pytest.fixture
-def bridge(qtbot):
-    worker = AsyncWorker()
-    yield Bridge(worker)
-    worker.stop()
-
-
-@pytest.fixture
-def home(tmp_path) -> CorralHome:
-    return CorralHome(tmp_path / "home")
 
 
 @pytest.fixture

@@ -6,26 +6,12 @@ import json
 
 import pytest
 
-from cluster.home import CorralHome
 from cluster.inventory import Inventory, Node
 from cluster.state import save_cluster
-from gui.bridge import AsyncWorker, Bridge
 from gui.setup_wizard import SetupWizard
 from gui.setup_wizard.state import WizardNode, WizardState, load_state, save_state, state_path
 from tests.gui.test_wizard_pages import to_page
 from tests.gui.wizard_fakes import FakeCore, found_host, isolated_settings  # noqa: F401 - fixture
-
-
-@pytest.fixture
-def bridge(qtbot):
-    worker = AsyncWorker()
-    yield Bridge(worker)
-    worker.stop()
-
-
-@pytest.fixture
-def home(tmp_path) -> CorralHome:
-    return CorralHome(tmp_path / "home")
 
 
 def new_wizard(qtbot, bridge, home) -> SetupWizard:
