@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import sys
 import time
 
@@ -20,7 +21,10 @@ class Terminal:
 
     def __init__(self, argv: list[str]) -> None:
         self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: become corral
+        if self.pid == 0:  # the child: become corral, with Ctrl-C working as at any terminal
+            # A runner started in the background (`cmd &`) ignores SIGINT, and an ignored signal stays
+            # ignored across exec; a person's terminal never starts corral that way.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execv(argv[0], argv)
         self.seen = ""
 
@@ -46,9 +50,15 @@ class Terminal:
     def type(self, line: str) -> None:
         os.write(self.fd, (line + "\n").encode())
 
-    def wait(self) -> tuple[int, str]:
+    def wait(self, timeout_s: float = 60) -> tuple[int, str]:
         rest = []
+        deadline = time.monotonic() + timeout_s
         while True:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:  # never hang the test run: end corral and fail
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                raise AssertionError(f"corral did not exit within {timeout_s:g} s; it showed:\n{self.seen}{''.join(rest)}")
             try:
                 chunk = os.read(self.fd, 4096)
             except OSError:
