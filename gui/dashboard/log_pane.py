@@ -149,18 +149,7 @@ class LogPane(QWidget):
 
     def _on_filter_chosen(self, _index: int) -> None:
         self.text.clear()
-        choice = self.current_filter()
-        shown: list[tuple[str, bool]] = []
-        for line in reversed(self._history):
-            if not self._passes(line, choice):
-                continue
-            text = describe(line)
-            if text is not None:
-                shown.append((prefix(line.rank) + text, is_error(line)))
-                if len(shown) >= MAX_SHOWN:
-                    break
-        shown.reverse()
-        self._insert(shown)
+        self._insert(self._newest_shown(self._history))
 
     # -- lines -----------------------------------------------------------------------------------
 
@@ -171,9 +160,15 @@ class LogPane(QWidget):
     def append_lines(self, lines: Sequence[FollowedLine]) -> None:
         """Add a batch: kept for the filter, and the newest ones that pass it shown."""
         self._history.extend(lines)
+        self._insert(self._newest_shown(lines))
+
+    def _newest_shown(self, lines: Sequence[FollowedLine]) -> list[tuple[str, bool]]:
+        """The newest lines that pass the filter, oldest first, formatted; at most MAX_SHOWN of them.
+
+        Only the tail can still be on screen, so nothing older is formatted.
+        """
         choice = self.current_filter()
         shown: list[tuple[str, bool]] = []
-        # Only the tail of a large batch can still be on screen: format nothing else.
         for line in reversed(lines):
             if not self._passes(line, choice):
                 continue
@@ -183,7 +178,7 @@ class LogPane(QWidget):
                 if len(shown) >= MAX_SHOWN:
                     break
         shown.reverse()
-        self._insert(shown)
+        return shown
 
     def _insert(self, shown: list[tuple[str, bool]]) -> None:
         if not shown:
