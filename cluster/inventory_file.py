@@ -266,6 +266,20 @@ class _InventoryReader:
             self._problem(node, "version", f"expected {FORMAT_VERSION}, got {_shown(node, self._value)}")
 
     def _network(self, field: tuple[yaml.Node, yaml.Node] | None) -> str | None:
+        return self._optional_text(field, "network", "a CIDR such as 10.77.0.0/24", network_problem)
+
+    def _project(self, field: tuple[yaml.Node, yaml.Node] | None) -> str | None:
+        def not_absolute(value: str) -> str | None:
+            if value.startswith("/"):
+                return None
+            assert field is not None  # only called for a value that is present
+            return f"expected the absolute path of the project folder, got {_shown(field[1], self._value)}"
+
+        return self._optional_text(field, "project", "the absolute path of the project folder", not_absolute)
+
+    def _optional_text(self, field: tuple[yaml.Node, yaml.Node] | None, name: str, expected: str,
+                       problem_of: Callable[[str], str | None]) -> str | None:
+        """A top-level text setting that may be absent or null; a wrong type or a failed check is a problem on its line."""
         if field is None:
             return None
         node = field[1]
@@ -273,25 +287,11 @@ class _InventoryReader:
         if value is None:
             return None
         if not isinstance(value, str):
-            self._problem(node, "network", f"expected a CIDR such as 10.77.0.0/24, got {_shown(node, self._value)}")
+            self._problem(node, name, f"expected {expected}, got {_shown(node, self._value)}")
             return None
-        problem = network_problem(value)
+        problem = problem_of(value)
         if problem:
-            self._problem(node, "network", problem)
-            return None
-        return value
-
-    def _project(self, field: tuple[yaml.Node, yaml.Node] | None) -> str | None:
-        if field is None:
-            return None
-        node = field[1]
-        value = self._value(node)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.startswith("/"):
-            self._problem(
-                node, "project", f"expected the absolute path of the project folder, got {_shown(node, self._value)}"
-            )
+            self._problem(node, name, problem)
             return None
         return value
 
