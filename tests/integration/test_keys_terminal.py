@@ -70,11 +70,20 @@ class Terminal:
         return os.waitstatus_to_exitcode(status), self.seen + "".join(rest)
 
 
-def test_a_person_confirms_each_fingerprint_and_types_each_password_once(cluster_factory, tmp_path):
-    cluster = cluster_factory(2)
+def corral_keys_at_a_terminal(cluster_factory, tmp_path, nodes: int) -> tuple:
+    """A test cluster, a corral home with its nodes added, and `corral keys` started on a terminal."""
+    cluster = cluster_factory(nodes)
     corral = CorralCli(tmp_path / "home")
     corral.add_nodes(cluster.nodes)
-    terminal = Terminal([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "keys"])
+    return cluster, corral, keys_terminal(corral)
+
+
+def keys_terminal(corral: CorralCli) -> Terminal:
+    return Terminal([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "keys"])
+
+
+def test_a_person_confirms_each_fingerprint_and_types_each_password_once(cluster_factory, tmp_path):
+    cluster, corral, terminal = corral_keys_at_a_terminal(cluster_factory, tmp_path, nodes=2)
     answered = set()
     for _ in cluster.nodes:
         shown = terminal.expect("Trust it? [y/N] ")
@@ -94,17 +103,13 @@ def test_a_person_confirms_each_fingerprint_and_types_each_password_once(cluster
         assert f"{node.name}: reaches 1 other node(s) by key" in shown
 
     # Afterwards no prompt at all: not for the host keys, not for passwords.
-    terminal = Terminal([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "keys"])
-    code, shown = terminal.wait()
+    code, shown = keys_terminal(corral).wait()
     assert code == 0, shown
     assert "Trust it?" not in shown and "Password" not in shown
 
 
 def test_declining_the_fingerprint_changes_nothing(cluster_factory, tmp_path):
-    cluster = cluster_factory(1)
-    corral = CorralCli(tmp_path / "home")
-    corral.add_nodes(cluster.nodes)
-    terminal = Terminal([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "keys"])
+    cluster, corral, terminal = corral_keys_at_a_terminal(cluster_factory, tmp_path, nodes=1)
     terminal.expect("Trust it? [y/N] ")
     terminal.type("n")
     code, shown = terminal.wait()
@@ -114,10 +119,7 @@ def test_declining_the_fingerprint_changes_nothing(cluster_factory, tmp_path):
 
 
 def test_ctrl_c_at_a_prompt_ends_corral_at_once(cluster_factory, tmp_path):
-    cluster = cluster_factory(1)
-    corral = CorralCli(tmp_path / "home")
-    corral.add_nodes(cluster.nodes)
-    terminal = Terminal([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "keys"])
+    cluster, corral, terminal = corral_keys_at_a_terminal(cluster_factory, tmp_path, nodes=1)
     terminal.expect("Trust it? [y/N] ")
     terminal.type("y")
     terminal.expect("): ")  # the password prompt, echo off
