@@ -13,7 +13,7 @@ import difflib
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 class ConfigError(ValueError):
@@ -78,33 +78,56 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
+# `kind` picks the trainer: absent or "scratch" is TrainConfig above, "lora" is trainer/lora (mlx-lm). It is read
+# before anything else (config_kind), so it is not a field of either config.
+KIND_KEY = "kind"
+KINDS = ("scratch", "lora")
 
-def field_type(name: str) -> type:
+
+def _fields_of(config_class: type) -> dict[str, Any]:
+    return FIELDS if config_class is TrainConfig else {f.name: f for f in fields(config_class)}
+
+
+def field_type(name: str, config_class: type = TrainConfig) -> type:
     """The Python type of a field (annotations are strings here)."""
-    return _TYPES[str(FIELDS[name].type)]
+    return _TYPES[str(_fields_of(config_class)[name].type)]
 
 
 def default_config() -> TrainConfig:
     return TrainConfig()
 
 
-def _coerce(name: str, value: Any, where: str) -> Any:
+def _coerce(name: str, value: Any, where: str, config_class: type = TrainConfig) -> Any:
     """The value as the field's type, or a ConfigError naming where it came from."""
-    kind = field_type(name)
+    kind = field_type(name, config_class)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: {name} expects {kind.__name__}, got {value!r}")
-    choices = FIELDS[name].metadata["choices"]
+    choices = _fields_of(config_class)[name].metadata["choices"]
     if choices and value not in choices:
         raise ConfigError(f"{where}: {name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
-def _unknown(name: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(name, FIELDS, n=1)
+def _unknown(name: str, where: str, config_class: type = TrainConfig) -> ConfigError:
+    close = difflib.get_close_matches(name, _fields_of(config_class), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
+    if not close and config_class is TrainConfig and name in _lora_field_names():
+        hint = ' (a LoRA setting: add kind = "lora" to train with mlx-lm)'
     return ConfigError(f"{where}: unknown setting {name!r}{hint}")
+
+
+def _lora_field_names() -> set[str]:
+    from trainer.lora.config import LoraConfig
+
+    return {f.name for f in fields(LoraConfig)}
+
+
+def _check_kind(value: Any, where: str) -> str:
+    if value not in KINDS:
+        raise ConfigError(f"{where}: {KIND_KEY} must be one of {', '.join(KINDS)}, got {value!r}")
+    return value
 
 
 def _parse_value(text: str) -> Any:
@@ -123,8 +146,12 @@ def _parse_value(text: str) -> Any:
     return value
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The settings in a flat TOML config file; all problems in one ConfigError, each with file and line."""
+def read_config_file(path: Path, config_class: type = TrainConfig) -> dict[str, Any]:
+    """The settings in a flat TOML config file; all problems in one ConfigError, each with file and line.
+
+    ``kind`` is checked but not returned (config_kind reads it); ``config_class`` is TrainConfig or LoraConfig.
+    """
+    known = _fields_of(config_class)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -144,12 +171,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if not sep or not name:
             problems.append(f"{where}: expected key = value, got {line!r}")
             continue
-        if name not in FIELDS:
-            problems.append(str(_unknown(name, where)))
+        if name == KIND_KEY and name not in known:
+            try:
+                _check_kind(_parse_value(rest.strip()), where)
+            except ValueError as exc:
+                problems.append(str(exc) if isinstance(exc, ConfigError) else f"{where}: {name}: {exc}")
+            continue
+        if name not in known:
+            problems.append(str(_unknown(name, where, config_class)))
             continue
         try:
             value = _parse_value(rest.strip())
-            values[name] = _coerce(name, value, where)
+            values[name] = _coerce(name, value, where, config_class)
         except ValueError as exc:  # ConfigError is a ValueError too
             problems.append(str(exc) if isinstance(exc, ConfigError) else f"{where}: {name}: {exc}")
     if problems:
@@ -176,13 +209,17 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"command line: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Flags: --config, --plan, --free-memory, and `--field value` for every TrainConfig field."""
-    parser = _Parser(
-        prog="python -m trainer",
-        description="MLX data-parallel training of a small byte-level transformer; one JSON event per line on stdout.",
+_DESCRIPTION = "MLX data-parallel training of a small byte-level transformer; one JSON event per line on stdout."
+
+
+def build_parser(config_class: type = TrainConfig, description: str = _DESCRIPTION,
+                 example: str = "resources/trainer.toml") -> argparse.ArgumentParser:
+    """Flags: --config, --kind, --plan, --free-memory, and `--field value` for every field of config_class."""
+    parser = _Parser(prog="python -m trainer", description=description)
+    parser.add_argument("--config", metavar="FILE", help=f"flat TOML config file (see {example})")
+    parser.add_argument(
+        f"--{KIND_KEY}", choices=KINDS, help="which trainer: scratch (the default) or lora (mlx-lm); overrides the file"
     )
-    parser.add_argument("--config", metavar="FILE", help="flat TOML config file (see resources/trainer.toml)")
     parser.add_argument("--plan", action="store_true", help="print the memory plan for this config as JSON and exit")
     parser.add_argument(
         "--free-memory",
@@ -191,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --plan: free memory of each node, comma-separated (bytes or 16G, 512M)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    group = parser.add_argument_group("training settings (defaults: resources/trainer.toml)")
-    for f in fields(TrainConfig):
-        kind = field_type(f.name)
+    group = parser.add_argument_group(f"training settings (defaults: {example})")
+    for f in fields(config_class):
+        kind = field_type(f.name, config_class)
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         group.add_argument(
             *flags,
@@ -242,15 +279,61 @@ class Invocation:
 
 def parse_args(argv: Sequence[str] | None = None) -> Invocation:
     """Defaults, then --config FILE, then flags; raises ConfigError naming the file, line or flag."""
-    namespace = vars(build_parser().parse_args(argv))
+    kind = config_kind(argv)
+    if kind != "scratch":
+        raise ConfigError(f"this config has {KIND_KEY} = {kind!r}: read it with trainer.config.parse_any_args")
+    return parse_config_args(argv, TrainConfig, validate)
+
+
+def parse_config_args(argv: Sequence[str] | None, config_class: type, check: Callable[[Any], Any],
+                      parser: argparse.ArgumentParser | None = None) -> Invocation:
+    """parse_args for any config dataclass: its defaults, then --config FILE, then flags, then ``check``."""
+    namespace = vars((parser or build_parser(config_class)).parse_args(argv))
     values: dict[str, Any] = {}
     if namespace.get("config"):
-        values.update(read_config_file(Path(namespace["config"])))
-    values.update({name: namespace[name] for name in FIELDS if name in namespace})
-    config = validate(replace(TrainConfig(), **values))
+        values.update(read_config_file(Path(namespace["config"]), config_class))
+    values.update({name: namespace[name] for name in _fields_of(config_class) if name in namespace})
+    config = check(replace(config_class(), **values))
     return Invocation(config, bool(namespace["plan"]), namespace["free_memory"], bool(namespace["print_config"]))
 
 
-def config_dict(config: TrainConfig) -> dict[str, Any]:
+def config_kind(argv: Sequence[str] | None = None) -> str:
+    """The trainer the command line asks for: ``--kind``, else the config file's ``kind`` line, else "scratch"."""
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument("--config")
+    peek.add_argument(f"--{KIND_KEY}")
+    known, _ = peek.parse_known_args(argv)
+    if known.kind is not None:
+        return _check_kind(known.kind, "command line")
+    if not known.config:
+        return "scratch"
+    path = Path(known.config)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    for number, raw in enumerate(lines, start=1):
+        name, sep, rest = raw.strip().partition("=")
+        if sep and name.strip() == KIND_KEY:
+            where = f"{path}:{number}"
+            try:
+                return _check_kind(_parse_value(rest.strip()), where)
+            except ConfigError:
+                raise
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {KIND_KEY}: {exc}") from None
+    return "scratch"
+
+
+def parse_any_args(argv: Sequence[str] | None = None) -> Invocation:
+    """parse_args for whichever trainer ``kind`` names: ``.config`` is a TrainConfig or a trainer.lora LoraConfig."""
+    if config_kind(argv) == "lora":
+        from trainer.lora.config import parse_lora_args
+
+        return parse_lora_args(argv)
+    return parse_args(argv)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in fields(config)}
 

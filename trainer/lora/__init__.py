@@ -1,0 +1,1 @@
+"""LoRA fine-tuning with mlx-lm (config ``kind = "lora"``): config and plan use the standard library, the runner mlx-lm."""
