@@ -151,7 +151,21 @@ def attach(home: CorralHome, run_id: str) -> int:
         return EXIT_OK
     view.close()
     print(summary_line(run_id, status))
+    print_adapters(home, run_id)
     return EXIT_OK if status.state.value == "finished" else EXIT_FAILED
+
+
+def print_adapters(home: CorralHome, run_id: str) -> None:
+    """Where a LoRA run's adapters were copied on this computer (or why not yet)."""
+    from cluster.runs import load_record
+
+    record = load_record(home, run_id)
+    if record.kind != "lora":
+        return
+    if record.adapters_path:
+        print(f"Adapters: {record.adapters_path}")
+    elif record.state_is_over():
+        print(f"Adapters: not copied yet; `corral status {run_id}` copies them from {record.head}.", file=sys.stderr)
 
 
 async def _follow_with_view(home: CorralHome, run_id: str, on_line, view: ProgressView) -> RunStatus:  # noqa: ANN001
@@ -325,7 +339,7 @@ def status_json(record: RunRecord, status: RunStatus) -> dict:
         "id": record.id, "state": status.state.value, "failure": status.failure, "step": status.step,
         "total_steps": status.total_steps, "world_size": status.world_size or record.world_size,
         "elapsed_s": status.elapsed_s(now), "eta_s": status.eta_s(now), "head": record.head,
-        "unreachable": list(record.unreachable),
+        "unreachable": list(record.unreachable), "kind": record.kind or "scratch", "adapters": record.adapters_path,
         "ranks": [{"rank": r.rank, "node": r.node, "step": r.step, "loss": r.loss, "val_loss": r.val_loss,
                    "done": r.done, "error": r.error} for r in sorted(status.ranks.values(), key=lambda r: r.rank)],
     }
@@ -352,6 +366,7 @@ def run_status_command(home: CorralHome, args: argparse.Namespace) -> int:
                             for r in data["ranks"]]))
     if record.unreachable:
         print(f"Not yet cleared (unreachable): {', '.join(record.unreachable)}.")
+    print_adapters(home, record.id)
     return EXIT_OK
 
 
@@ -383,10 +398,13 @@ def run_stop_command(home: CorralHome, args: argparse.Namespace) -> int:
 
 
 def run_runs_command(home: CorralHome, args: argparse.Namespace) -> int:
-    from cluster.launch import list_runs
+    import asyncio
+
+    from cluster.run_follow import refresh_live_runs
     from cluster.table import format_table
 
-    records = list_runs(home)
+    # A live run's record is only as fresh as its last follower: ask the heads of live runs first.
+    records = asyncio.run(refresh_live_runs(home))
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=1))
         return EXIT_OK
@@ -394,11 +412,17 @@ def run_runs_command(home: CorralHome, args: argparse.Namespace) -> int:
         print("No runs yet: `corral train` starts one (`corral demo` runs one on this computer).")
         return EXIT_OK
     rows = []
+    with_adapters = any(r.kind == "lora" for r in records)
     for r in records:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
         step = "–" if r.step is None else f"{r.step}/{r.total_steps or '?'}"
         where = "local" if r.local else ",".join(dict.fromkeys(r.nodes))
         program = "trainer" if r.program[2:4] == ("-m", "trainer") else " ".join(r.program[2:])[:30]
+        if r.kind == "lora":
+            program = "trainer (lora)"
         rows.append([r.id, started, r.state, step, r.world_size, where, program])
-    print(format_table(["RUN", "STARTED", "STATE", "STEP", "RANKS", "NODES", "PROGRAM"], rows))
+        if with_adapters:
+            rows[-1].append(r.adapters_path or "–")
+    headers = ["RUN", "STARTED", "STATE", "STEP", "RANKS", "NODES", "PROGRAM"] + (["ADAPTERS"] if with_adapters else [])
+    print(format_table(headers, rows))
     return EXIT_OK

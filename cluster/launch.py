@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cluster.errors import ClusterError, LaunchFailed
 from cluster.fleet import for_each_node
@@ -45,11 +46,16 @@ from cluster.launch_plan import (
 )
 from cluster.layout import BIN_DIR, LIB_DIR, RemoteLayout
 from cluster.local_host import LOCAL_RANKS, local_base_dir, local_node
-from cluster.run_follow import follow_run, run_status
+from cluster.run_follow import follow_run as _follow_run
+from cluster.run_follow import run_status as _run_status
 from cluster.run_hosts import RunHosts
 from cluster.run_monitor import FollowedLine
 from cluster.run_stop import StopReport, stop_run
 from cluster.runs import RunRecord, list_runs, new_run_id, resolve_run, save_record, update_record
+
+if TYPE_CHECKING:
+    from cluster.lora_launch import LoraPlan
+    from cluster.run_status import RunStatus
 
 SUPERVISE_REMOTE = f"{BIN_DIR}/supervise.py"
 START_TIMEOUT_S = 60
@@ -102,6 +108,7 @@ class _Launch:
     batch_size: int | None = None
     grad_accum_steps: int | None = None
     extra: list[str] = field(default_factory=list)
+    lora: LoraPlan | None = None
 
 
 def _library_root() -> Path:
@@ -202,6 +209,11 @@ def _plan(home: CorralHome, inventory: Inventory, request: TrainRequest) -> _Lau
         else:
             config_text = request.config_text or ""
         trainer_args = list(request.trainer_args)
+    from cluster.lora_launch import LORA_KIND, config_kind
+
+    if config_kind(config_text, trainer_args) == LORA_KIND:
+        return _plan_lora(request, run_id, nodes, local, layout, project, previous, config_text, trainer_args,
+                          config_dir)
     settings = _resolved_trainer_settings(config_text, trainer_args, config_dir)
     extra = list(trainer_args)
     if settings.data and previous is None:
@@ -231,6 +243,44 @@ def _plan(home: CorralHome, inventory: Inventory, request: TrainRequest) -> _Lau
     program = trainer_program(run_id, world, extra=extra)
     return _Launch(run_id, nodes, local, request.backend, program, run_dir, config_text, run_dir, layout, project,
                    resumed_from=previous, batch_size=settings.batch_size, grad_accum_steps=grad_accum, extra=extra)
+
+
+def _plan_lora(request: TrainRequest, run_id: str, nodes: list[Node], local: bool, layout: RemoteLayout | None,
+               project: Path | None, previous: RunRecord | None, config_text: str, trainer_args: list[str],
+               config_dir: Path | None) -> _Launch:
+    """A ``kind = "lora"`` run: mlx-lm's trainer with the model on every node and the adapters in the run's dir."""
+    from cluster.lora_launch import RESUME_DIR, lora_settings, plan_lora, previous_lora_flags
+
+    world = sum(node.slots for node in nodes)
+    if previous is not None:
+        if previous.kind != "lora":
+            raise LaunchFailed(f"Run {previous.id} is not a LoRA run; `--resume` continues a run of the same kind.")
+        kept, corral_flags = previous_lora_flags(previous.program)
+        trainer_args = [*kept, *request.trainer_args]
+        settings = lora_settings(config_text, trainer_args, None)
+        lora = plan_lora(settings, None, resume_from=previous.id, previous_flags=corral_flags)
+        model_arg, data_arg = corral_flags["--model"], corral_flags["--data"]
+    else:
+        settings = lora_settings(config_text, trainer_args, config_dir)
+        lora = plan_lora(settings, config_dir, resume_from=None)
+        if local:
+            model_arg = str(lora.model.local) if lora.model.local is not None else lora.model.text
+        else:
+            model_arg = lora.model.path_from_run_dir
+        data = str(getattr(settings, "data", "") or "")
+        if not data:
+            raise LaunchFailed("The LoRA config has no data; set data = \"folder\" (with train.jsonl and valid.jsonl), "
+                               "relative to the config file.")
+        data_arg = _data_path(data, project, local)
+    extra = [*trainer_args, "--model", model_arg, "--data", data_arg, "--adapter_dir", lora.adapter_dir]
+    if request.backend == "ring":
+        extra += ["--backend", "ring"]
+    if previous is not None:
+        extra += ["--resume_adapter_file", f"{RESUME_DIR}/adapters.safetensors"]
+    program = trainer_program(run_id, world, extra=extra)
+    run_dir = f"{RemoteLayout('x').runs_dir}/{run_id}"
+    return _Launch(run_id, nodes, local, request.backend, program, run_dir, config_text, run_dir, layout, project,
+                   resumed_from=previous, batch_size=getattr(settings, "batch_size", None), extra=extra, lora=lora)
 
 
 def _previous_trainer_args(previous: RunRecord) -> list[str]:
@@ -295,6 +345,7 @@ def _record(launch: _Launch, *, supervisor: tuple[str, ...]) -> RunRecord:
         config_text=launch.config_text, local=launch.local,
         resumed_from=launch.resumed_from.id if launch.resumed_from else None,
         batch_size=launch.batch_size, grad_accum_steps=launch.grad_accum_steps,
+        kind="lora" if launch.lora else None, adapter_dir=launch.lora.adapter_dir if launch.lora else None,
     )
 
 
@@ -318,6 +369,15 @@ async def _start_local(home: CorralHome, launch: _Launch, progress: Callable[...
     run_dir = base / launch.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(launch.config_text)
+    if launch.lora is not None:
+        from cluster.lora_launch import check_local_mlx_lm
+
+        check_local_mlx_lm()
+        if launch.lora.resume_from is not None:
+            from cluster.lora_launch import RESUME_DIR, previous_adapters
+
+            adapters = await previous_adapters(home, launch.lora.resume_from)
+            shutil.copytree(adapters, run_dir / RESUME_DIR, dirs_exist_ok=True)
     world = launch.nodes[0].slots
     python = sys.executable
     rank = RankCommand(base=str(base), workdir=launch.workdir, python=python, pythonpath=str(_library_root()),
@@ -396,6 +456,11 @@ async def _start_remote(home: CorralHome, inventory: Inventory, launch: _Launch,
                     cpus[node.name] = int(line.split()[1] or 0)
 
         _raise_failures(await for_each_node(nodes, prepare), "prepare")
+        if launch.lora is not None:
+            from cluster.lora_launch import prepare_lora_nodes
+
+            await prepare_lora_nodes(home, hosts, launch.nodes, launch.layout, launch.run_dir, launch.program,
+                                     launch.lora, control_dir, progress)
         session = await hosts.host(head.name)
         supervise_text = (Path(__file__).resolve().parent / "remote" / "supervise.py").read_text()
         await session.run(["sh", "-c", WRITE_FILE_SCRIPT, "corral-write", SUPERVISE_REMOTE], input=supervise_text,
@@ -427,6 +492,24 @@ async def _start_remote(home: CorralHome, inventory: Inventory, launch: _Launch,
             raise
     progress("started", f"run {record.id} started on {head.name}")
     return record
+
+
+async def follow_run(home: CorralHome, run_id: str, *, on_line, replay: bool = True) -> RunStatus:  # noqa: ANN001
+    """cluster.run_follow.follow_run; then a LoRA run that ended gets its adapters copied here."""
+    from cluster.adapters import fetch_adapters_when_over
+
+    status = await _follow_run(home, run_id, on_line=on_line, replay=replay)
+    await fetch_adapters_when_over(home, run_id, status.state.is_over)
+    return status
+
+
+async def run_status(home: CorralHome, run_id: str) -> RunStatus:
+    """cluster.run_follow.run_status; then a LoRA run that ended gets its adapters copied here."""
+    from cluster.adapters import fetch_adapters_when_over
+
+    status = await _run_status(home, run_id)
+    await fetch_adapters_when_over(home, run_id, status.state.is_over)
+    return status
 
 
 def _raise_failures(outcomes: Sequence, what: str) -> None:

@@ -2,7 +2,9 @@
 
 Pure logic (no I/O), fed the head node's ``output.log`` line by line, whether replayed from the mirror
 or arriving live. mpirun's output is tagged per chunk and reassembled per rank; ``mlx.launch`` does not
-tag, so a line's rank comes from its event (a plain line has rank None).
+tag, so a line's rank comes from its event (a plain line has rank None). A rank that emits no corral
+events but runs ``mlx_lm.lora`` gets its console reports read as events (cluster.mlx_lm_output); the
+line's text is kept as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cluster.mlx_lm_output import parse_mlx_lm_line
 from cluster.mpi_output import RankLine, TagReassembler
 from cluster.run_status import RunState, RunStatus
 from trainer.events import ErrorEvent, Event, RawLine, StepEvent, parse_line
@@ -62,6 +65,9 @@ class RunMonitor:
     # reports: then the launcher's word on which rank ended (it may come after theirs) replaces it.
     _peer_lost_ranks: set[int] = field(default_factory=set)
     _failure_is_peer_loss: bool = False
+    # Ranks that emit corral's events themselves: their mlx-lm console lines stay text (no double counting).
+    _protocol_ranks: set[int] = field(default_factory=set)
+    _last_console_step: dict[int, tuple[float, int]] = field(default_factory=dict)
 
     def feed(self, raw_line: str, *, replayed: bool = False) -> list[FollowedLine]:
         """One line of output.log (without its newline) → the complete rank lines it finished."""
@@ -79,10 +85,17 @@ class RunMonitor:
     def _take(self, piece: RankLine, now: float, replayed: bool) -> FollowedLine:
         event = parse_line(piece.text)
         rank = piece.rank
+        console = None
+        if isinstance(event, RawLine):
+            console = self._console_event(piece, now)
+            if console is not None:
+                event = console
         if isinstance(event, RawLine):
             if rank is None:
                 self._read_launcher_line(piece.text)
         else:
+            if console is None:
+                self._protocol_ranks.add(event.rank)
             if rank is None or self.backend != "mpi":
                 rank = event.rank
             was_over = self.status.state.is_over
@@ -91,12 +104,38 @@ class RunMonitor:
                     and any(words in event.message for words in _RING_PEER_LOST)):
                 self._peer_lost_ranks.add(event.rank)
                 self._failure_is_peer_loss = self._failure_is_peer_loss or not was_over
-            if isinstance(event, StepEvent) and event.step_time_s:
+            if isinstance(event, StepEvent) and console is not None:
+                self._note_console_report(event, now)
+            elif isinstance(event, StepEvent) and event.step_time_s:
                 self._step_times.append(event.step_time_s)
                 del self._step_times[:-50]
         if rank is not None and not replayed:
             self.last_rank_output = now
         return FollowedLine(rank, piece.stream, piece.text, event, now, replayed)
+
+    def _console_event(self, piece: RankLine, now: float) -> Event | None:
+        """An mlx-lm console line of a rank that emits no corral events, as the event it reports."""
+        if piece.rank is None and self.backend == "mpi":
+            return None  # mpirun's own words; ranks' lines are always tagged
+        if piece.rank in self._protocol_ranks or (piece.rank is None and self._protocol_ranks):
+            return None
+        if not piece.text.strip() or ("Iter " not in piece.text and not piece.text.startswith(" ")
+                                      and "\r" not in piece.text and "\x1b" not in piece.text):
+            return None  # cheap rejection: every report line starts with "Iter " or indentation
+        # Under mlx.launch lines carry no rank; mlx-lm 0.32 reports from rank 0 only.
+        return parse_mlx_lm_line(piece.text, rank=piece.rank if piece.rank is not None else 0, time=now)
+
+    def _note_console_report(self, event: StepEvent, now: float) -> None:
+        """mlx-lm reports every few steps: the silence rule waits for the gap between reports, not one step."""
+        previous = self._last_console_step.get(event.rank)
+        self._last_console_step[event.rank] = (now, event.step)
+        if previous is None or event.step <= previous[1]:
+            return
+        steps = event.step - previous[1]
+        gap_s = event.step_time_s * steps if event.step_time_s else now - previous[0]
+        if gap_s > 0:
+            self._step_times.append(gap_s)
+            del self._step_times[:-50]
 
     def _read_launcher_line(self, text: str) -> None:
         self.launcher_said.append(text)
@@ -153,14 +192,24 @@ def describe_ranks(ranks: list[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
-def unreachable_failure(status: RunStatus, unreachable: list[str], head: str, why: str) -> str:
+def unreachable_failure(status: RunStatus, unreachable: list[str], head: str, why: str, run_id: str = "RUN") -> str:
+    """The failure sentence for nodes that stopped answering, with the next step that is possible.
+
+    The head node holds the run's output and checkpoints, so a run that lost it cannot resume without it.
+    """
     parts = []
     for name in unreachable:
-        role = " (the head node, where mpirun runs)" if name == head else ""
+        role = " (the head node, where the launcher runs and the checkpoints are)" if name == head else ""
         parts.append(f"{name}{role} with {describe_ranks(ranks_of(status, name))}")
-    return (f"{' and '.join(parts)} stopped answering ({why}); the run failed. When the node is back, "
-            "`corral stop` clears what is left of the run there, and `corral train --resume RUN "
-            f"--without {unreachable[0]}` continues from the last checkpoint without it.")
+    lost = f"{' and '.join(parts)} stopped answering ({why}); the run failed."
+    if head in unreachable:
+        others = [name for name in dict.fromkeys(status.rank_nodes) if name not in unreachable]
+        fresh = f", or `corral train --nodes {' '.join(others)}` starts afresh without it" if others else ""
+        return (f"{lost} Its checkpoints are on {head}, so it cannot be resumed without {head}: when {head} is "
+                f"back, `corral stop {run_id}` clears what is left of the run there and `corral train --resume "
+                f"{run_id}` continues from the last checkpoint{fresh}.")
+    return (f"{lost} When the node is back, `corral stop {run_id}` clears what is left of the run there, and "
+            f"`corral train --resume {run_id} --without {unreachable[0]}` continues from the last checkpoint without it.")
 
 
 __all__ = ["FollowedLine", "OnFollowedLine", "RunMonitor", "RunState", "unreachable_failure"]

@@ -74,7 +74,9 @@ class RunStatus:
         if isinstance(event, StartEvent):
             self.world_size = event.world_size
             status.host = event.host or status.host
-            steps = (event.config or {}).get("steps")
+            config = event.config or {}
+            # The scratch trainer names its length "steps"; LoRA configs use mlx-lm's "iters".
+            steps = config.get("steps", config.get("iters"))
             if isinstance(steps, int):
                 self.total_steps = steps
             if self.started_time is None or event.time < self.started_time:

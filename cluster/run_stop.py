@@ -108,7 +108,11 @@ async def sweep_pending(hosts: RunHosts, record: RunRecord) -> tuple[str, ...]:
     if not record.unreachable:
         return ()
     report = StopReport(record.id)
-    await sweep_nodes(hosts, record, list(record.unreachable), report)
+    if record.head in record.unreachable:
+        # The launcher there first, through its supervisor, which then records the end (exit.json): a sweep alone
+        # would kill the supervisor too, and readers of the head's log would wait for that record forever.
+        await stop_launcher(hosts, record, report)
+    await sweep_nodes(hosts, record, [n for n in record.unreachable if n not in report.unreachable], report)
     return tuple(report.unreachable)
 
 

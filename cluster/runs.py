@@ -47,6 +47,9 @@ class RunRecord:
     total_steps: int | None = None
     batch_size: int | None = None  # the trainer's resolved settings, for a resume on fewer ranks
     grad_accum_steps: int | None = None
+    kind: str | None = None  # the trainer config's kind: "lora" for mlx-lm LoRA runs (None: the scratch trainer)
+    adapter_dir: str | None = None  # LoRA: where rank 0 writes adapters, relative to the run's directory on the head
+    adapters_path: str | None = None  # LoRA: the adapters copied back to this computer, once the run ended
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

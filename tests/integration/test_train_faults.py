@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.integration.train_helpers import TINY, leftover_processes, prepare_cluster, run_id_of, status, wait_for
+from tests.integration.train_helpers import failed_within, leftover_processes, long_watched_run, run_id_of, status
 
 pytestmark = pytest.mark.integration
 
@@ -20,31 +18,11 @@ DETECT_WITHIN_S = 10.0
 def running(cluster_factory, tmp_path):
     """A prepared cluster with a long run going and `corral logs --follow` watching it: (cluster, corral, run id, follower)."""
     cluster = cluster_factory(3)
-    corral = prepare_cluster(cluster, tmp_path / "home", tmp_path / "project")
-    run_id = run_id_of(corral.ok("train", *TINY, "--set", "steps=100000", "--set", "checkpoint_every=5",
-                                 "--set", "grad_accum_steps=2", "--detach").stdout)
-    follower = subprocess.Popen([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "logs", run_id,
-                                 "--follow"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(corral, run_id, lambda s: s["state"] == "running" and s["step"] >= 12)
+    corral, run_id, follower = long_watched_run(cluster, tmp_path / "home", tmp_path / "project")
     yield cluster, corral, run_id, follower
     if follower.poll() is None:
         follower.kill()
     follower.wait()
-
-
-def failed_within(corral, run_id: str, follower: subprocess.Popen, since: float) -> tuple[dict, float]:
-    """The run's status once the follower has recorded it failed, and how long after ``since`` that was."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        record = next(r for r in json.loads(corral.ok("runs", "--json").stdout) if r["id"] == run_id)
-        if record["state"] == "failed":
-            break
-        time.sleep(0.1)
-    elapsed = time.monotonic() - since
-    follower.wait(timeout=60)
-    state = status(corral, run_id)
-    assert state["state"] == "failed", state
-    return state, elapsed
 
 
 def test_a_killed_rank_fails_the_run_naming_rank_and_node(running):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,9 @@ WHEEL_CACHE = Path(os.environ.get("CORRAL_TEST_WHEEL_CACHE", "/var/tmp/corral-te
 # Small enough for the shared 2-core test machine: a step takes tens of milliseconds on 3 ranks.
 TINY = ["--set", "n_layers=1", "--set", "d_model=32", "--set", "n_heads=2", "--set", "seq_len=32",
         "--set", "batch_size=4", "--set", "warmup_steps=2", "--set", "eval_every=0", "--set", "node_every_s=1"]
+# For runs whose speed does not matter: mx.compile runs a C++ compiler on every fresh node before the first step,
+# which takes a minute on the busy shared test machine.
+UNCOMPILED = [*TINY, "--set", "compile=false"]
 
 BURST_SCRIPT = """\
 import os, sys
@@ -86,3 +91,53 @@ def events(corral: CorralCli, run_id: str) -> list[dict]:
     """Every line of the run as `corral logs --json` prints it."""
     out = corral.ok("logs", run_id, "--json").stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def follow_in_background(corral: CorralCli, run_id: str) -> subprocess.Popen:
+    """`corral logs RUN --follow` as a separate process, as a user watching the run would have it."""
+    return subprocess.Popen([sys.executable, "-m", "cluster.cli", "--home", str(corral.home), "logs", run_id,
+                             "--follow"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def long_watched_run(cluster, home: Path, project: Path) -> tuple[CorralCli, str, subprocess.Popen]:
+    """A prepared cluster with a long run past its first checkpoints and a follower: (corral, run id, follower)."""
+    corral = prepare_cluster(cluster, home, project)
+    run_id = run_id_of(corral.ok("train", *UNCOMPILED, "--set", "steps=100000", "--set", "checkpoint_every=5",
+                                 "--set", "grad_accum_steps=2", "--detach").stdout)
+    follower = follow_in_background(corral, run_id)
+    try:
+        wait_for(corral, run_id, lambda s: s["state"] == "running" and s["step"] >= 12, timeout_s=180)
+    except BaseException:
+        follower.kill()
+        follower.wait()
+        raise
+    return corral, run_id, follower
+
+
+def recorded_record(corral: CorralCli, run_id: str) -> dict:
+    """The run's record as `corral runs --json` lists it (what corral knows now, without asking the nodes)."""
+    return next(r for r in json.loads(corral.ok("runs", "--json").stdout) if r["id"] == run_id)
+
+
+def recorded_state(corral: CorralCli, run_id: str) -> str:
+    return recorded_record(corral, run_id)["state"]
+
+
+def failed_within(corral: CorralCli, run_id: str, follower: subprocess.Popen, since: float) -> tuple[dict, float]:
+    """The run's status once the follower has recorded it failed, and how long after ``since`` that was."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and recorded_state(corral, run_id) != "failed":
+        time.sleep(0.1)
+    elapsed = time.monotonic() - since
+    follower.wait(timeout=60)
+    state = status(corral, run_id)
+    assert state["state"] == "failed", state
+    return state, elapsed
+
+
+def no_leftovers_within(cluster, timeout_s: float = 5.0) -> dict[str, list[str]]:
+    """Leftover processes once none is left, or those still there after ``timeout_s`` (exiting takes a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while (found := leftover_processes(cluster)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
