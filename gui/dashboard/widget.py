@@ -39,6 +39,8 @@ from cluster.run_status import RunState, RunStatus
 from cluster.runs import RunRecord
 from gui import chart_export
 from gui.bridge import Bridge, Job
+from gui.dashboard.adapters_line import AdaptersLine
+from gui.dashboard.config_chooser import ConfigChooser, ConfigLine, ConfigSummary
 from gui.dashboard.log_pane import LogPane
 from gui.dashboard.node_panels import NodePanels
 from gui.dashboard.nodes_table import NodesTable, node_rows
@@ -106,8 +108,6 @@ class Dashboard(QWidget):
         self._drawn_status: tuple | None = None
 
         self.start_action = QAction("Start training", self)
-        self.start_action.setToolTip("Start a training run with the bundled model on the cluster "
-                                     "(on this computer when the cluster has no nodes)")
         self.start_action.triggered.connect(lambda: self.start_run())
         self.stop_action = QAction("Stop training", self)
         self.stop_action.setToolTip("Stop the run on every node (asks first)")
@@ -122,6 +122,11 @@ class Dashboard(QWidget):
 
         self.run_selector = RunSelector()
         self.run_selector.run_chosen.connect(self.follow)
+        self.config_chooser = ConfigChooser()
+        self.config_line = ConfigLine()
+        self.config_chooser.choice_changed.connect(self._on_choice_changed)
+        self._set_start_tooltip()
+        self.adapters_line = AdaptersLine()
         self.run_line = QLabel("No run yet: Start trains the bundled model on your cluster.")
         self.run_line.setTextFormat(Qt.TextFormat.PlainText)
         self.run_line.setWordWrap(True)
@@ -150,6 +155,11 @@ class Dashboard(QWidget):
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Run:"))
         bar.addWidget(self.run_selector, 1)
+        bar.addSpacing(12)
+        train_label = QLabel("Train:")
+        train_label.setBuddy(self.config_chooser)
+        bar.addWidget(train_label)
+        bar.addWidget(self.config_chooser)
         for action in (self.start_action, self.stop_action):
             button = QToolButton()
             button.setDefaultAction(action)
@@ -176,7 +186,9 @@ class Dashboard(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addLayout(bar)
+        layout.addWidget(self.config_line)
         layout.addWidget(self.run_line)
+        layout.addWidget(self.adapters_line)
         layout.addWidget(self.nodes_table)
         layout.addWidget(splitter, 1)
 
@@ -324,12 +336,32 @@ class Dashboard(QWidget):
     # -- start and stop ------------------------------------------------------------------------
 
     def start_run(self, *, local: bool | None = None) -> None:
-        """Start the bundled model's training on the cluster (this computer when it has no nodes)."""
+        """Start training what the chooser shows on the cluster (this computer when it has no nodes).
+
+        A config file is read again first: it may have changed since it was chosen, and an invalid one
+        is never launched (the config line says what is wrong).
+        """
+        if self.start_job is not None or self.is_live:
+            return
+        summary = self.config_chooser.recheck()
+        if summary is not None and not summary.ok:
+            self._redraw(force=True)
+            return
+        self._start(self.api.TrainRequest(**self._request_fields(local, summary)), self.config_chooser.what())
+
+    def _request_fields(self, local: bool | None, summary: ConfigSummary | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if local is not None:
+            fields["local"] = local
+        if summary is not None:
+            fields["config_file"] = summary.path
+        return fields
+
+    def _start(self, request: Any, what: str) -> None:
         if self.start_job is not None or self.is_live:
             return
         home, api = self.home, self.api
-        request = api.TrainRequest() if local is None else api.TrainRequest(local=local)
-        self.message = "Starting a run…"
+        self.message = f"Starting a run of {what}…"
         job = self.start_job = self.bridge.start(
             lambda report: api.start_run(home, request, on_progress=report), parent=self)
         job.progressed.connect(self._on_start_progress)
@@ -339,8 +371,24 @@ class Dashboard(QWidget):
         self._redraw(force=True)
 
     def start_demo(self) -> None:
-        """"Try on this computer": the bundled model on local ranks, whatever the cluster holds."""
-        self.start_run(local=True)
+        """"Try on this computer": the bundled model on local ranks, whatever the cluster holds or the chooser shows."""
+        self._start(self.api.TrainRequest(local=True), "the bundled model")
+
+    def _on_choice_changed(self, summary: ConfigSummary | None) -> None:
+        self.config_line.show_summary(summary)
+        self._set_start_tooltip()
+        self._redraw(force=True)
+
+    def _set_start_tooltip(self) -> None:
+        summary = self.config_chooser.summary
+        if summary is None:
+            text = "Start a training run with the bundled model on the cluster"
+        elif summary.ok:
+            text = f"Start training {summary.path.name} ({summary.path}) on the cluster"
+        else:
+            text = f"{summary.path.name} cannot be used; fix it or choose another config"
+        self.start_action.setToolTip(text + (" (on this computer when the cluster has no nodes)" if summary is None
+                                             or summary.ok else ""))
 
     def _on_start_progress(self, batch: list[object]) -> None:
         message = getattr(batch[-1], "message", None)
@@ -395,7 +443,7 @@ class Dashboard(QWidget):
 
     def _update_actions(self) -> None:
         live = self.is_live
-        self.start_action.setEnabled(self.start_job is None and not live)
+        self.start_action.setEnabled(self.start_job is None and not live and self.config_chooser.can_start)
         self.stop_action.setEnabled(live and self.stop_job is None)
 
     # -- export --------------------------------------------------------------------------------
@@ -457,8 +505,9 @@ class Dashboard(QWidget):
 
     def _show_run_line(self) -> None:
         record, status = self.record, self.status
+        self.adapters_line.show_path(record.adapters_path if record is not None else None)
         if record is None or status is None:
-            text = self.message or ("No run yet: Start trains the bundled model on "
+            text = self.message or (f"No run yet: Start trains {self.config_chooser.what()} on "
                                     + ("your cluster." if self.inventory_nodes else "this computer (2 ranks)."))
             self._set_run_line(text, None)
             return
