@@ -626,7 +626,7 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "export": cmd_export,
     "ssh-config": cmd_ssh_config,
-    **{name: cmd_run for name in ("train", "logs", "attach", "status", "stop", "runs", "demo")},
+    **{name: cmd_run for name in ("train", "logs", "attach", "status", "stop", "runs", "adapters", "demo")},
 }
 
 

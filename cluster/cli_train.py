@@ -74,6 +74,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     runs = commands.add_parser("runs", help="list the runs, newest first")
     runs.add_argument("--json", action="store_true")
 
+    adapters = commands.add_parser(
+        "adapters", help="copy a LoRA run's adapters (its newest saved ones, even mid-run) to this computer")
+    adapters.add_argument("run", nargs="?", metavar="RUN")
+
     demo = commands.add_parser("demo", help="train the bundled model on this computer (about a minute)")
     demo.add_argument("--steps", type=int, help=f"optimizer steps (default {DEMO_STEPS})")
 
@@ -395,6 +399,19 @@ def run_stop_command(home: CorralHome, args: argparse.Namespace) -> int:
     for node, why in report.unreachable.items():
         print(f"corral: {node}: {why}", file=sys.stderr)
     return EXIT_OK if report.complete else EXIT_FAILED
+
+
+def run_adapters_command(home: CorralHome, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from cluster.adapters import fetch_adapters
+    from cluster.runs import resolve_run
+
+    record = resolve_run(home, args.run)
+    path = asyncio.run(fetch_adapters(home, record.id))
+    print(f"Adapters of run {record.id}: {path}")
+    print(f"Load them with mlx-lm: mlx_lm.load(MODEL, adapter_path={str(path)!r})")
+    return EXIT_OK
 
 
 def run_runs_command(home: CorralHome, args: argparse.Namespace) -> int:

@@ -173,6 +173,11 @@ def test_lora_run_on_two_nodes_brings_adapters_back(lora):
 
     loaded, _ = load(str(model), adapter_path=str(local))
     assert any("lora" in kind for _, kind in _named_modules(loaded))  # LoRALinear layers carry the adapters
+    # `corral adapters RUN` copies them again from the head (e.g. after the local copy was deleted).
+    shutil.rmtree(local)
+    fetched = corral.ok("adapters", run_id)
+    assert f"Adapters of run {run_id}: {local}" in fetched.stdout
+    assert (local / "adapters.safetensors").is_file()
 
 
 def _named_modules(model):
