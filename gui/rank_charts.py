@@ -14,8 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QPalette, QPen
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGraphicsItem,
+    QGraphicsTextItem,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QVBoxLayout,
+    QWidget,
+)
 
 from gui.series import RunSeries, Series, SlowestRank
 
@@ -23,6 +32,8 @@ from gui.series import RunSeries, Series, SlowestRank
 # data-parallel run wait for each other in every step, so small differences are noise.
 SLOWEST_MIN_EXCESS = 0.02
 MIN_BUCKETS = 100
+# A curve whose points are at least this many pixels apart on average is drawn antialiased.
+SPARSE_PX = 2
 
 
 def rank_color(rank: int, world_size: int, *, dark: bool = True) -> QColor:
@@ -58,6 +69,58 @@ class DecimatedCurve(pg.PlotCurveItem):
         return bounds
 
 
+class SharedTicksAxis(pg.AxisItem):
+    """An AxisItem whose drawn ticks are shared by every axis of a group showing the same range at the same size.
+
+    The four charts' x axes are linked and (with the left axes one width, ``align_left_axes``) equally wide, so
+    each view change draws their ticks once instead of four times (~1-2 ms each). The label's HTML is laid out
+    again only when its SI prefix changes, not on every range change.
+    """
+
+    def __init__(self, orientation: str, pictures: dict | None = None, **kwargs: object) -> None:
+        # Set first: AxisItem's constructor already sets a range and a label.
+        self._pictures: dict[tuple, object] = {} if pictures is None else pictures
+        self._shown_label: str | None = None
+        super().__init__(orientation, **kwargs)
+
+    def _picture_key(self) -> tuple:
+        size = self.geometry().size()
+        return (self.orientation, self.range[0], self.range[1], self.scale * self.autoSIPrefixScale,
+                round(size.width(), 2), round(size.height(), 2), self.pen().color().rgba(),
+                self.textPen().color().rgba(), self.labelString())
+
+    def paint(self, p: QPainter, opt: object, widget: object) -> None:  # noqa: D102 - pyqtgraph's
+        if self.picture is not None:
+            super().paint(p, opt, widget)
+            return
+        key = self._picture_key()
+        self.picture = self._pictures.get(key)
+        super().paint(p, opt, widget)
+        if len(self._pictures) >= 32:  # ranges seen once are never asked for again
+            self._pictures.clear()
+        self._pictures[key] = self.picture
+
+    def _updateLabel(self) -> None:  # noqa: N802 - pyqtgraph's name
+        text = self.labelString()
+        if text != self._shown_label:
+            self._shown_label = text
+            super()._updateLabel()
+            return
+        self.picture = None
+        self.update()
+
+
+def align_left_axes(charts: list[Chart], sample: str = "8888.8") -> None:
+    """One width for the charts' left axes, with room for ``sample`` as a tick label: x axes line up and share ticks."""
+    axes = [chart.plot.getAxis("left") for chart in charts]
+    font = axes[0].style["tickFont"] or QFont()
+    text = QFontMetrics(font).horizontalAdvance(sample)
+    label = max(axis.label.boundingRect().height() * 0.8 for axis in axes)
+    width = text + axes[0].style["tickTextOffset"][0] + max(0, axes[0].style["tickLength"]) + label
+    for axis in axes:
+        axis.setWidth(math.ceil(width))
+
+
 @dataclass
 class LiveCurve:
     """A plotted curve bound to a series; redrawn when the series or the view changed."""
@@ -65,18 +128,35 @@ class LiveCurve:
     item: DecimatedCurve | pg.PlotDataItem
     series: Series
     drawn_version: int = -1
+    drawn_length: int = 0  # how many points the series held when the curve was drawn
+
+
+def only_appended_beyond(curve: LiveCurve, x_max: float | None) -> bool:
+    """Whether the series only grew past ``x_max`` since the curve was drawn, beyond a point already out of view.
+
+    Someone looking at an earlier stretch of a live run then sees nothing change: the curve is not redrawn.
+    (The drawn line already ran to the first point past the view's edge, so later points cannot show.)
+    """
+    drawn = curve.drawn_length
+    series = curve.series
+    if x_max is None or drawn == 0 or len(series) < drawn:
+        return False
+    return bool(series.x[drawn - 1] > x_max)
 
 
 class Chart(QWidget):
     """One plot with a title line: curves bound to series, redrawn on demand with the visible points only."""
 
-    def __init__(self, title: str, y_label: str, units: str | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, title: str, y_label: str, units: str | None = None, parent: QWidget | None = None, *,
+                 x_tick_pictures: dict | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(title)
         self.title = QLabel(title)
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setStyleSheet("font-weight: 600")
-        self.plot_widget = pg.PlotWidget()
+        # x_tick_pictures: shared by charts whose x axes are linked, so equal ranges draw their ticks once.
+        self.plot_widget = pg.PlotWidget(axisItems={"bottom": SharedTicksAxis("bottom", x_tick_pictures),
+                                                    "left": SharedTicksAxis("left")})
         self.plot = self.plot_widget.getPlotItem()
         # A GridItem, not showGrid(): the axes' own grid lines cost 4-30 ms a repaint here, a GridItem ~0.5 ms.
         self.grid = pg.GridItem()
@@ -90,6 +170,8 @@ class Chart(QWidget):
         self.view.sigXRangeChanged.connect(self._on_range_changed)
         self.legend: pg.LegendItem | None = None
         self.curves: dict[str, LiveCurve] = {}
+        # The chart whose x axis this one is linked to: its auto-range decides whether the whole run is in view.
+        self.x_source: Chart = self
         self._drawn_range: tuple[float | None, float | None, int] | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -102,14 +184,24 @@ class Chart(QWidget):
     def add_legend(self, columns: int = 1) -> None:
         self.legend = self.plot.addLegend(offset=(-8, 8), colCount=columns, labelTextSize="8pt")
 
+    def cache_text(self) -> None:
+        """Keep the plot's texts (axis labels, legend entries) as pixmaps, drawn again only when they change.
+
+        Every repaint of a plot otherwise lays out and draws each text anew (~2 ms a frame for the four charts
+        here); call after adding curves with legend entries.
+        """
+        for item in self.plot.scene().items():
+            if isinstance(item, QGraphicsTextItem) and item.cacheMode() is QGraphicsItem.CacheMode.NoCache:
+                item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+
     def add_curve(self, key: str, series: Series, pen: object, name: str | None = None, **options: object) -> LiveCurve:
         # connect="finite": a missing value (None in the event) leaves a gap instead of a line to zero.
         if "symbol" in options:
             item = pg.PlotDataItem(pen=pen, name=name, connect="finite", **options)
         else:
             # A bare PlotCurveItem: the points are already decimated and clipped to the view, and PlotDataItem
-            # would copy them and re-run its own downsampling and clipping checks on every setData. No
-            # antialiasing: two points per pixel column gain nothing from it and it multiplies the paint cost.
+            # would copy them and re-run its own downsampling and clipping checks on every setData. Antialiasing
+            # is decided per redraw (see redraw()).
             item = DecimatedCurve(pen=pen, name=name, connect="finite", antialias=False, **options)
         self.plot.addItem(item)
         curve = self.curves[key] = LiveCurve(item, series)
@@ -127,14 +219,17 @@ class Chart(QWidget):
         curve = self.curves[key]
         curve.series = series
         curve.drawn_version = -1
+        curve.drawn_length = 0
 
     def _on_range_changed(self, *_: object) -> None:
-        self._drawn_range = None if not self.view.autoRangeEnabled()[0] else self._drawn_range
+        self._drawn_range = None if not self.x_source.view.autoRangeEnabled()[0] else self._drawn_range
 
     def visible_range(self) -> tuple[float | None, float | None, int]:
         """(x_min, x_max, buckets): everything while the x axis follows the data, else what is in view."""
         buckets = max(MIN_BUCKETS, int(self.view.width()) or 0)
-        if self.view.autoRangeEnabled()[0]:
+        # A linked chart's own x auto-range is off (pyqtgraph copies the source's range into it), but while the
+        # source follows the run it shows the whole run too: no new decimation each time the run grows a step.
+        if self.x_source.view.autoRangeEnabled()[0]:
             return None, None, buckets
         low, high = self.view.viewRange()[0]
         return low, high, buckets
@@ -147,15 +242,20 @@ class Chart(QWidget):
         updated = 0
         for curve in self.curves.values():
             version = curve.series.version
-            if not moved and version == curve.drawn_version:
+            if not moved and (version == curve.drawn_version or only_appended_beyond(curve, x_max)):
                 continue
             # A pen w pixels wide shows no detail finer than w pixels, and wide pens cost several times more
             # per vertex: the thick mean and the flagged slowest rank get proportionally fewer buckets.
             pen = curve.item.opts.get("pen")
             width = max(1, int(pen.widthF())) if isinstance(pen, QPen) else 1
             xs, ys = curve.series.decimated(x_min, x_max, max(MIN_BUCKETS, buckets // width))
+            if isinstance(curve.item, DecimatedCurve):
+                # Antialiased only while the points are sparse (2+ pixels apart), where a staircase would show and
+                # smoothing it costs little; a dense line covers its columns anyway and would cost 2-3x more.
+                curve.item.opts["antialias"] = xs.shape[0] * SPARSE_PX <= buckets
             curve.item.setData(xs, ys)
             curve.drawn_version = version
+            curve.drawn_length = len(curve.series)
             updated += 1
         self._drawn_range = visible
         return updated
@@ -176,7 +276,9 @@ class Chart(QWidget):
             self.plot.getAxis(axis).setTextPen(pg.mkPen(text))
         if self.legend is not None:
             self.legend.setLabelTextColor(text)
-            self.legend.setBrush(pg.mkBrush(background.red(), background.green(), background.blue(), 200))
+            # Opaque: a translucent box costs Qt ~2-4 ms to blend on every repaint of the plot here (an opaque one
+            # ~0.01 ms), and the box sits in a corner where it hides only a little of the curves.
+            self.legend.setBrush(pg.mkBrush(background))
 
 
 class RankCharts(QWidget):
@@ -191,12 +293,13 @@ class RankCharts(QWidget):
         super().__init__(parent)
         self.series = RunSeries()
         self.slowest: SlowestRank | None = None
-        self.loss = Chart("Loss per rank", "loss")
+        x_ticks: dict = {}
+        self.loss = Chart("Loss per rank", "loss", x_tick_pictures=x_ticks)
         self.loss.add_legend(columns=3)
-        self.memory = Chart("MLX memory per rank (solid: active, dashed: peak)", "memory", "B")
-        self.node_ram = Chart("RAM per node", "RAM used", "B")
+        self.memory = Chart("MLX memory per rank (solid: active, dashed: peak)", "memory", "B", x_tick_pictures=x_ticks)
+        self.node_ram = Chart("RAM per node", "RAM used", "B", x_tick_pictures=x_ticks)
         self.node_ram.add_legend()
-        self.speed = Chart("Step time per rank", "step time", "s")
+        self.speed = Chart("Step time per rank", "step time", "s", x_tick_pictures=x_ticks)
         self.speed_metric = "step_time_s"
         self.speed_choice = QComboBox()
         self.speed_choice.addItem("Step time", "step_time_s")
@@ -209,6 +312,8 @@ class RankCharts(QWidget):
         # Every chart's x is the step: panning or zooming one moves them all.
         for chart in (self.memory, self.node_ram, self.speed):
             chart.plot.setXLink(self.loss.plot)
+            chart.x_source = self.loss
+        align_left_axes(list(self.charts.values()))
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(6)
@@ -250,6 +355,7 @@ class RankCharts(QWidget):
                     self.node_ram.add_curve(f"node:{node}", self.series.node_ram[node], None, name=node)
             self._nodes = nodes
             self._color_nodes()
+            self.node_ram.cache_text()
 
     def _build_rank_curves(self, world: int) -> None:
         for chart in (self.loss, self.memory, self.speed):
@@ -269,6 +375,8 @@ class RankCharts(QWidget):
         self.loss.add_curve("val", self.series.val_loss, pg.mkPen(text, width=1, style=Qt.PenStyle.DotLine),
                             name="validation", symbol="o", symbolSize=5, symbolBrush=text, symbolPen=None)
         self._world_size = world
+        for chart in (self.loss, self.memory, self.speed):
+            chart.cache_text()
         self.slowest = None
 
     def _color_nodes(self) -> None:
@@ -294,6 +402,11 @@ class RankCharts(QWidget):
         updated = sum(chart.redraw() for chart in self.charts.values())
         if updated:
             self._update_slowest()
+            # Auto-range now, not when the views paint: pyqtgraph would otherwise change the ranges (and so the
+            # axes) in the middle of the paint, and every view would paint twice. The loss chart first: the
+            # others' x follows it.
+            for chart in self.charts.values():
+                chart.view.prepareForPaint()
         return updated
 
     def _update_slowest(self) -> None:
@@ -360,4 +473,5 @@ class RankCharts(QWidget):
             chart.apply_palette(self.palette())
 
 
-__all__ = ["Chart", "DecimatedCurve", "LiveCurve", "RankCharts", "rank_color", "SLOWEST_MIN_EXCESS"]
+__all__ = ["Chart", "DecimatedCurve", "LiveCurve", "RankCharts", "SharedTicksAxis", "SLOWEST_MIN_EXCESS",
+           "align_left_axes", "rank_color"]

@@ -22,6 +22,8 @@ from trainer.events import Event, EvalEvent, NodeEvent, StartEvent, StepEvent
 # Each pyramid level's block is this many blocks of the level below.
 LEVEL_FACTOR = 16
 INITIAL_CAPACITY = 1024
+# A decimation bucket spans at least this many blocks of the pyramid level it is read from (see decimated()).
+MIN_GROUP = 4
 
 
 class Buffer:
@@ -132,6 +134,8 @@ class Series:
 
     def _extend_levels(self) -> None:
         """Add the pyramid blocks completed since the last call (each level built from the one below)."""
+        if self._mins and len(self._mins[0]) == self._n // LEVEL_FACTOR:
+            return  # no block of any level completed since (a live run appends a point per frame)
         level = 1
         below_min = below_max = self.y
         while True:
@@ -172,16 +176,19 @@ class Series:
             return self._x[start:stop], self._y[start:stop]
         self._extend_levels()
         per_bucket = count / buckets
-        # The coarsest level whose blocks still fit in one bucket (level 0 is the points themselves).
+        # Buckets are whole blocks of a pyramid level (level 0: the points themselves), rounded down to no wider
+        # than a bucket: a wider one leaves some pixel columns without their min-max stroke, and a dense band
+        # gets white stripes. The level is the coarsest with MIN_GROUP blocks a bucket, so rounding down adds
+        # at most 1 / MIN_GROUP more buckets (up to half more when the points themselves are grouped).
         level = 0
-        while level < len(self._mins) and LEVEL_FACTOR ** (level + 1) <= per_bucket:
+        while level < len(self._mins) and LEVEL_FACTOR ** (level + 1) * MIN_GROUP <= per_bucket:
             level += 1
         block = LEVEL_FACTOR**level
         if level == 0:
             mins = maxs = self.y
         else:
             mins, maxs = self._mins[level - 1].values, self._maxs[level - 1].values
-        group = max(1, math.ceil(per_bucket / block))
+        group = max(1, int(per_bucket // block))
         first = -(-start // block)  # first block wholly inside the range
         last = min(stop // block, len(mins))
         groups = max(0, (last - first) // group)
