@@ -8,6 +8,33 @@ import mlx.core as mx
 import mlx.nn as nn
 
 
+@mx.custom_function
+def linear(x: mx.array, weight: mx.array) -> mx.array:
+    """``x @ weight.T``, with every matmul of the forward and backward pass in the layout CPU BLAS runs fastest.
+
+    MLX on Linux CPUs calls a reference BLAS whose ``sgemm`` is much slower when the second operand is
+    transposed, as it is in ``x @ weight.T`` (measured 2048×128 @ 128×512: 50 ms against 39 ms): the
+    forward pass multiplies by a contiguous copy of ``weight.T`` (small next to the activations), and the
+    input's gradient multiplies by ``weight`` itself instead of by the transpose of that copy.
+    """
+    return x @ mx.contiguous(weight.T)
+
+
+@linear.vjp
+def _linear_vjp(primals: list[mx.array], cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
+    x, weight = primals
+    flat = cotangent.reshape(-1, cotangent.shape[-1])
+    return cotangent @ weight, flat.T @ x.reshape(-1, x.shape[-1])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same checkpoints) computed with ``linear``."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = linear(x, self.weight)
+        return y + self.bias if "bias" in self else y
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention."""
 
@@ -15,8 +42,8 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.scale = 1.0 / math.sqrt(d_model // n_heads)
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.qkv = Linear(d_model, 3 * d_model, bias=False)
+        self.out = Linear(d_model, d_model, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
         batch, length, width = x.shape
@@ -34,8 +61,8 @@ class Block(nn.Module):
         self.attn_norm = nn.LayerNorm(d_model)
         self.attn = Attention(d_model, n_heads)
         self.mlp_norm = nn.LayerNorm(d_model)
-        self.mlp_in = nn.Linear(d_model, mlp_multiplier * d_model)
-        self.mlp_out = nn.Linear(mlp_multiplier * d_model, d_model)
+        self.mlp_in = Linear(d_model, mlp_multiplier * d_model)
+        self.mlp_out = Linear(mlp_multiplier * d_model, d_model)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = x + self.attn(self.attn_norm(x))
@@ -56,7 +83,7 @@ class TransformerLM(nn.Module):
         x = self.embed(tokens) + self.positions(mx.arange(tokens.shape[1]))
         for block in self.blocks:
             x = block(x)
-        return self.embed.as_linear(self.norm(x))
+        return linear(self.norm(x), self.embed.weight)  # the output layer shares the embedding
 
 
 def loss_fn(model: TransformerLM, inputs: mx.array, targets: mx.array) -> mx.array:

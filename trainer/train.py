@@ -134,7 +134,7 @@ def train(config: TrainConfig, writer: EventWriter) -> int:
     from trainer.data import VOCAB_SIZE, Position, ShardedSamples, eval_micro_batches, load_splits
     from trainer.model import TransformerLM
     from trainer.schedule import mlx_schedule
-    from trainer.step import EvalStep, TrainStep
+    from trainer.step import EvalStep, TrainStep, cpu_streams
 
     started = time.monotonic()
     group = mx.distributed.init(backend=config.backend)
@@ -186,8 +186,9 @@ def train(config: TrainConfig, writer: EventWriter) -> int:
         restored = load_checkpoint(Path(config.resume), model, optimizer, rank, world_size)
         step, position, tokens_seen = restored.step, Position(restored.epoch, restored.batch), restored.tokens
 
-    train_step = TrainStep(model, optimizer, config.grad_clip, world_size, compile=config.compile)
-    evaluate = EvalStep(model, world_size, compile=config.compile)
+    streams = cpu_streams(config.batch_size)
+    train_step = TrainStep(model, optimizer, config.grad_clip, world_size, compile=config.compile, streams=streams)
+    evaluate = EvalStep(model, world_size, compile=config.compile, streams=streams)
     checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     step_tokens = config.batch_size * config.grad_accum_steps * config.seq_len
     last_saved = step

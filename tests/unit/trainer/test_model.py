@@ -1,0 +1,68 @@
+"""The model's linear layers: the BLAS-friendly matmuls compute exactly what `nn.Linear` computes, forward and backward."""
+
+from __future__ import annotations
+
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+import mlx.nn as nn  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
+
+from trainer.model import Linear, TransformerLM, linear, loss_fn  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (2, 5, 8), (3, 2, 4, 8)])
+def test_linear_and_its_gradients_equal_the_plain_matmul(shape):
+    mx.random.seed(0)
+    x, weight = mx.random.normal(shape), mx.random.normal((12, 8))
+    cotangent = mx.random.normal((*shape[:-1], 12))
+
+    def plain(x: mx.array, weight: mx.array) -> mx.array:
+        return (x @ weight.T * cotangent).sum()
+
+    def ours(x: mx.array, weight: mx.array) -> mx.array:
+        return (linear(x, weight) * cotangent).sum()
+
+    assert mx.allclose(linear(x, weight), x @ weight.T, atol=1e-5).item()
+    for mine, reference in zip(mx.grad(ours, argnums=(0, 1))(x, weight), mx.grad(plain, argnums=(0, 1))(x, weight)):
+        assert mine.shape == reference.shape
+        assert mx.allclose(mine, reference, atol=1e-4).item()
+
+
+def test_linear_layer_keeps_nn_linear_parameters():
+    layer = Linear(8, 12)
+    assert isinstance(layer, nn.Linear)
+    assert {name: value.shape for name, value in tree_flatten(layer.parameters())} == {"weight": (12, 8), "bias": (12,)}
+    assert "bias" not in Linear(8, 12, bias=False)
+    x = mx.random.normal((3, 8))
+    assert mx.allclose(layer(x), nn.Linear.__call__(layer, x), atol=1e-5).item()
+
+
+def test_model_gradients_equal_those_of_nn_linear_layers():
+    # The same weights in a model whose layers are plain nn.Linear: loss and every gradient must match.
+    mx.random.seed(2)
+    model = TransformerLM(257, 16, 2, 32, 2, 2)
+    plain = TransformerLM(257, 16, 2, 32, 2, 2)
+    for block in plain.blocks:
+        for owner, name in ((block.attn, "qkv"), (block.attn, "out"), (block, "mlp_in"), (block, "mlp_out")):
+            mine = getattr(owner, name)
+            replacement = nn.Linear(mine.weight.shape[1], mine.weight.shape[0], bias="bias" in mine)
+            setattr(owner, name, replacement)
+    plain.update(model.parameters())
+    tokens = mx.random.randint(0, 257, (3, 17))
+    # The plain model's output layer is embed.as_linear, as it was before the BLAS-friendly layers.
+    plain_loss = lambda m, x, y: nn.losses.cross_entropy(_plain_forward(m, x), y, reduction="mean")  # noqa: E731
+    loss, grads = nn.value_and_grad(model, loss_fn)(model, tokens[:, :-1], tokens[:, 1:])
+    reference_loss, reference_grads = nn.value_and_grad(plain, plain_loss)(plain, tokens[:, :-1], tokens[:, 1:])
+    assert loss.item() == pytest.approx(reference_loss.item(), abs=1e-5)
+    reference = dict(tree_flatten(reference_grads))
+    assert {k for k, _ in tree_flatten(grads)} == reference.keys()
+    for name, grad in tree_flatten(grads):
+        assert mx.allclose(grad, reference[name], atol=1e-5).item(), name
+
+
+def _plain_forward(model: TransformerLM, tokens: mx.array) -> mx.array:
+    x = model.embed(tokens) + model.positions(mx.arange(tokens.shape[1]))
+    for block in model.blocks:
+        x = block(x)
+    return model.embed.as_linear(model.norm(x)).astype(mx.float32)
