@@ -78,7 +78,7 @@ async def _copy_remote(home: CorralHome, record: RunRecord, dest: Path) -> None:
         if "No such file or directory" in stderr:
             raise ClusterError(f"Run {record.id} has no adapters folder ~/{remote} on {record.head} yet ({tail}).")
         raise ClusterError(f"Could not copy run {record.id}'s adapters from {record.head} ({tail}); check the node, "
-                           f"then `corral status {record.id}` copies them.")
+                           f"then `corral adapters {record.id}` copies them.")
 
 
 def _replace_dir(new: Path, target: Path) -> None:
