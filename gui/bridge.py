@@ -9,6 +9,7 @@ to the GUI in batches from a timer rather than one signal each.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections import deque
@@ -24,10 +25,43 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_MS = 33
 
 
+class _GarbageCollectionInGuiThread:
+    """While a worker thread runs Python, the cyclic garbage collector runs only in the GUI thread.
+
+    Python collects cycles in whichever thread happens to allocate. Collected in the worker thread, a dropped
+    widget's C++ destructor takes Qt's signal lock and then waits for the GIL, while the GUI thread holds the
+    GIL and waits for that lock: a deadlock (seen in the GUI tests). pyqtgraph's GarbageCollector disables
+    automatic collection and collects from a timer in the GUI thread instead; gc is enabled again when the
+    last worker stops.
+    """
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._collector: Any = None
+
+    def acquire(self) -> None:
+        if self._users == 0:
+            from pyqtgraph.util.garbage_collector import GarbageCollector
+
+            self._collector = GarbageCollector(interval=0.5)
+        self._users += 1
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users == 0 and self._collector is not None:
+            self._collector.timer.stop()
+            self._collector = None
+            gc.enable()
+
+
+_gui_thread_gc = _GarbageCollectionInGuiThread()
+
+
 class AsyncWorker:
     """An asyncio event loop running forever in a daemon thread; coroutines are submitted to it."""
 
     def __init__(self) -> None:
+        self._holds_gc = False
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="corral-asyncio", daemon=True)
         self._thread.start()
@@ -35,6 +69,12 @@ class AsyncWorker:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+
+    def collect_garbage_in_gui_thread(self) -> None:
+        """Called from the GUI thread once Qt runs: from now on cycles are collected there only."""
+        if not self._holds_gc:
+            _gui_thread_gc.acquire()
+            self._holds_gc = True
 
     def submit(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
@@ -45,6 +85,7 @@ class AsyncWorker:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Cancel what is still running, give it a moment to clean up (close SSH), then stop the loop."""
         if not self.loop.is_running():
+            self._release_gc()
             return
 
         async def shutdown() -> None:
@@ -61,6 +102,12 @@ class AsyncWorker:
         self._thread.join(timeout_s)
         if not self._thread.is_alive():
             self.loop.close()  # an unclosed loop warns whenever the garbage collector gets to it
+            self._release_gc()
+
+    def _release_gc(self) -> None:
+        if self._holds_gc:
+            self._holds_gc = False
+            _gui_thread_gc.release()
 
 
 class Job(QObject):
@@ -109,6 +156,7 @@ class Bridge(QObject):
     def __init__(self, worker: AsyncWorker, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.worker = worker
+        worker.collect_garbage_in_gui_thread()
         self._finished.connect(self._on_finished)
 
     def start(self, make: Callable[[Callable[[object], None]], Awaitable[Any]], parent: QObject | None = None) -> Job:

@@ -54,3 +54,36 @@ def test_cancel_stops_the_coroutine(qtbot, bridge):
         job.cancel()
     assert isinstance(failed.args[0], asyncio.CancelledError)
     assert not job.running
+
+
+def test_cycles_are_collected_in_the_gui_thread_only_while_a_worker_runs(qtbot, qapp):
+    # A widget collected in the worker thread deadlocked a test run (its destructor waits for the GIL).
+    import gc
+
+    from gui.bridge import AsyncWorker, Bridge
+
+    worker = AsyncWorker()
+    Bridge(worker)
+    assert not gc.isenabled()  # automatic collection (in any thread) is off
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    collected_in = []
+    gc.callbacks.append(lambda phase, info: collected_in.append(threading.current_thread()) if phase == "stop" else None)
+    try:
+        for _ in range(50_000):
+            Cycle()
+        qtbot.waitUntil(lambda: bool(collected_in), timeout=5000)  # the GUI-thread timer collected them
+        assert set(collected_in) == {threading.main_thread()}
+    finally:
+        gc.callbacks.pop()
+        worker.stop()
+    assert gc.isenabled() == (not _other_workers_hold_gc())
+
+
+def _other_workers_hold_gc() -> bool:
+    from gui.bridge import _gui_thread_gc
+
+    return _gui_thread_gc._users > 0
