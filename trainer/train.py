@@ -114,11 +114,16 @@ class Reporter:
 
 def parameters_sha256(model: Any) -> str:
     """Hash of every weight in a fixed order; equal on every rank when data-parallel training is in step."""
+    return tree_sha256(model.parameters())
+
+
+def tree_sha256(tree: Any) -> str:
+    """Hash of a tree of arrays (names and float32 values) in a fixed order, the same on every rank."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
     digest = hashlib.sha256()
-    for name, value in sorted(tree_flatten(model.parameters()), key=lambda item: item[0]):
+    for name, value in sorted(tree_flatten(tree), key=lambda item: item[0]):
         digest.update(name.encode())
         digest.update(bytes(memoryview(value.astype(mx.float32) if value.dtype != mx.float32 else value)))
     return digest.hexdigest()

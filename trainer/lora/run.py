@@ -15,7 +15,6 @@ files with their step, and a resume that only needs the file on rank 0.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -31,7 +30,7 @@ from typing import Any, Sequence, TextIO
 from trainer.config import ConfigError
 from trainer.events import DoneEvent, ErrorEvent, EventWriter, StartEvent
 from trainer.lora.config import LoraConfig, lora_config_dict, parse_lora_args
-from trainer.train import LaunchError, check_world
+from trainer.train import LaunchError, check_world, tree_sha256
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -90,14 +89,7 @@ def load_model(model: str) -> tuple[Any, Any, str]:
 
 def adapters_sha256(model: Any) -> str:
     """Hash of the trainable (adapter) weights in a fixed order: equal on every rank when training is in step."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
-    digest = hashlib.sha256()
-    for name, value in sorted(tree_flatten(model.trainable_parameters()), key=lambda item: item[0]):
-        digest.update(name.encode())
-        digest.update(bytes(memoryview(value.astype(mx.float32))))
-    return digest.hexdigest()
+    return tree_sha256(model.trainable_parameters())
 
 
 def run_lora(config: LoraConfig, writer: EventWriter) -> int:
