@@ -58,11 +58,6 @@ def test_detached_run_survives_and_attach_replays_history(prepared):
     started = corral.ok("train", *TINY, "--set", "steps=40", "--detach")
     run_id = run_id_of(started.stdout)
     assert "Detached" in started.stdout  # this corral process has exited; the run goes on on the head node
-    # Nobody follows the run, yet `corral runs` shows it running (it asks the head of each live run).
-    deadline = time.monotonic() + 120
-    while (listed := json.loads(corral.ok("runs", "--json").stdout)[0])["state"] != "running":
-        assert listed["id"] == run_id and listed["state"] == "starting" and time.monotonic() < deadline, listed
-        time.sleep(1)
     wait_for(corral, run_id, lambda s: s["step"] >= 5)
     attached = corral.run("attach", run_id, timeout=180)
     assert attached.returncode == 0, attached.stdout + attached.stderr
@@ -93,6 +88,12 @@ def test_a_burst_of_2000_lines_per_rank_arrives_whole(prepared):
 def test_stop_ends_every_process_on_every_node(prepared):
     cluster, corral, _ = prepared
     run_id = run_id_of(corral.ok("train", *TINY, "--set", "steps=100000", "--detach").stdout)
+    # Nobody follows this detached run, yet `corral runs` shows it running: it asks the head of each live run.
+    # (The run is long so that it cannot finish between two polls.)
+    deadline = time.monotonic() + 120
+    while (listed := json.loads(corral.ok("runs", "--json").stdout)[0])["state"] != "running":
+        assert listed["id"] == run_id and listed["state"] == "starting" and time.monotonic() < deadline, listed
+        time.sleep(1)
     wait_for(corral, run_id, lambda s: s["state"] == "running" and s["step"] >= 2)
     assert all(leftover_processes(cluster).get(node.name) for node in cluster.nodes)  # ranks (and orted) run
     started = time.monotonic()
