@@ -1,7 +1,8 @@
 """The log-line protocol: one JSON object per line per rank, written by the trainer, read by the core and the GUI.
 
-Standard library only: the GUI and the core import this module without MLX, and users' own training
-scripts can copy the few lines in docs/log-protocol.md to emit the same events.
+Standard library only: the GUI and the core import this module without MLX, the nodes run it with MLX and
+nothing else, and users' own training scripts can copy the few lines in docs/log-protocol.md to emit the
+same events. Where orjson is installed (the controller: the core and the GUI depend on it) it decodes.
 
 Every line has ``event``, ``rank`` and ``time`` (Unix seconds). Steps count from 1 in every event.
 Values are plain JSON numbers with their unit in the field name (``step_time_s``, ``rss_bytes``).
@@ -15,6 +16,11 @@ import json
 import time
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TextIO, Union
+
+try:  # orjson decodes a step line ~6× faster than json: the dashboard parses every rank's stream.
+    from orjson import loads as _strict_loads
+except ImportError:  # a node has the standard library only
+    _strict_loads = json.loads
 
 SCHEMA_VERSION = 1
 
@@ -141,6 +147,15 @@ def to_line(event: Event) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+def _decode(text: str) -> Any:
+    try:
+        return _strict_loads(text)
+    except ValueError:
+        # Python's json writes a diverged loss as NaN or Infinity, which strict JSON (orjson) refuses;
+        # json.loads takes them, and still raises ValueError for a line that is not JSON at all.
+        return json.loads(text)
+
+
 def parse_line(line: str) -> Event | RawLine:
     """An event for a protocol line, a ``RawLine`` for anything else; never raises."""
     text = line.rstrip("\r\n")
@@ -148,7 +163,7 @@ def parse_line(line: str) -> Event | RawLine:
     if not text.startswith('{"event"') and not text.lstrip().startswith("{"):
         return RawLine(text)
     try:
-        data = json.loads(text)
+        data = _decode(text)
         cls = EVENT_TYPES[data.pop("event")]
     except (ValueError, KeyError, TypeError, AttributeError):
         return RawLine(text)

@@ -81,3 +81,23 @@ def test_the_documented_snippet_emits_events_corral_parses():
     parsed = [parse_line(line) for line in result.stdout.splitlines()]
     assert [type(e).__name__ for e in parsed] == ["StartEvent"] + ["StepEvent"] * 100 + ["DoneEvent"]
     assert parsed[1].step == 1 and parsed[1].loss == 1.25 and parsed[1].rank == 0 and parsed[0].world_size == 1
+
+
+def test_a_diverged_loss_written_by_python_json_parses_as_nan():
+    # json.dumps writes NaN for a diverged loss; strict decoders refuse it, and the step must still show.
+    line = to_line(StepEvent(rank=0, time=1.0, step=3, loss=float("nan")))
+    assert '"loss":NaN' in line
+    parsed = parse_line(line)
+    assert isinstance(parsed, StepEvent) and parsed.step == 3 and parsed.loss != parsed.loss
+
+
+def test_every_case_parses_the_same_with_the_standard_library_alone():
+    # Nodes have no orjson: the stdlib decoder must give the same events as the one the controller uses.
+    code = (
+        "import sys, json; sys.modules['orjson'] = None\n"
+        "from trainer.events import parse_line\n"
+        "for case in json.load(sys.stdin): print(repr(parse_line(case['line'])))\n"
+    )
+    cases_text = (Path(__file__).parent / "data" / "event_lines.json").read_text()
+    without = subprocess.run([sys.executable, "-c", code], input=cases_text, capture_output=True, text=True, check=True)
+    assert without.stdout.splitlines() == [repr(parse_line(case["line"])) for case in CASES]
