@@ -3,13 +3,21 @@
 import os
 import sys
 
-from trainer.config import ConfigError, config_kind
+from trainer.blas import BlasError, use_blas
+from trainer.config import BLAS_DEFAULT, BLAS_KEY, ConfigError, config_kind, peek_setting
 from trainer.events import ErrorEvent, EventWriter
 
 
 def main() -> int:
+    argv = sys.argv[1:]
     try:
-        kind = config_kind(sys.argv[1:])
+        kind = config_kind(argv)
+        # Before anything imports MLX: its matmuls bind to the BLAS loaded now (trainer/blas.py).
+        blas, where = peek_setting(argv, BLAS_KEY) or (BLAS_DEFAULT, "")
+        try:
+            use_blas(str(blas))
+        except BlasError as exc:
+            raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
     except ConfigError as exc:
         # Nothing has parsed the command line yet: the rank comes from the launcher's environment.
         rank = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0"))

@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A setting is unknown, malformed or inconsistent; the message names the file, line or flag."""
 
 
+# Read by trainer/__main__.py before MLX is imported (trainer/blas.py); a field of every kind of config.
+BLAS_KEY = "blas"
+BLAS_DEFAULT = "auto"
+BLAS_HELP = ("CPU matmul library on Linux: auto (the machine's OpenBLAS if installed, else MLX's bundled reference "
+             "BLAS, ~15x slower), bundled, or the path of a CBLAS library")
+
+
 def _setting(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     return field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None})
 
@@ -73,6 +80,7 @@ class TrainConfig:
     expect_world_size: int = _setting(
         0, "fail unless MLX finds this many ranks (catches a launch where MLX found no MPI); 0 accepts any"
     )
+    blas: str = _setting(BLAS_DEFAULT, BLAS_HELP)
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -299,30 +307,37 @@ def parse_config_args(argv: Sequence[str] | None, config_class: type, check: Cal
 
 def config_kind(argv: Sequence[str] | None = None) -> str:
     """The trainer the command line asks for: ``--kind``, else the config file's ``kind`` line, else "scratch"."""
+    found = peek_setting(argv, KIND_KEY)
+    return _check_kind(*found) if found else "scratch"
+
+
+def peek_setting(argv: Sequence[str] | None, name: str) -> tuple[Any, str] | None:
+    """``name``'s value and where it was set (flag, else config file line), before the full parse; None if unset.
+
+    For the few settings needed before the trainer is chosen or MLX is imported (``kind``, ``blas``).
+    """
     peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     peek.add_argument("--config")
-    peek.add_argument(f"--{KIND_KEY}")
+    peek.add_argument(f"--{name}", dest="value")
     known, _ = peek.parse_known_args(argv)
-    if known.kind is not None:
-        return _check_kind(known.kind, "command line")
+    if known.value is not None:
+        return known.value, "command line"
     if not known.config:
-        return "scratch"
+        return None
     path = Path(known.config)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     for number, raw in enumerate(lines, start=1):
-        name, sep, rest = raw.strip().partition("=")
-        if sep and name.strip() == KIND_KEY:
+        key, sep, rest = raw.strip().partition("=")
+        if sep and key.strip() == name:
             where = f"{path}:{number}"
             try:
-                return _check_kind(_parse_value(rest.strip()), where)
-            except ConfigError:
-                raise
+                return _parse_value(rest.strip()), where
             except ValueError as exc:
-                raise ConfigError(f"{where}: {KIND_KEY}: {exc}") from None
-    return "scratch"
+                raise ConfigError(f"{where}: {name}: {exc}") from None
+    return None
 
 
 def parse_any_args(argv: Sequence[str] | None = None) -> Invocation:

@@ -39,6 +39,7 @@ class StartEvent:
     parameters: int | None = None  # number of model parameters
     mlx_version: str | None = None
     config: dict[str, Any] | None = None
+    blas: str | None = None  # what MLX's CPU matmuls call: "bundled" or the path of the library (trainer/blas.py)
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from trainer.blas import describe_blas
 from trainer.config import ConfigError, TrainConfig, config_dict, parse_args
 from trainer.events import (
     CheckpointEvent,
@@ -166,6 +167,7 @@ def train(config: TrainConfig, writer: EventWriter) -> int:
         pid=os.getpid(),
         parameters=parameters,
         mlx_version=mx.__version__,
+        blas=describe_blas().library,
         config=config_dict(config),
     )
     reporter.node_if_due()

@@ -65,6 +65,13 @@ def venv_result(node: str, facts: NodeFacts, layout: RemoteLayout) -> CheckResul
         # The fabric check proves it (MLX as rank 0 of 1); this says it early, even when the fabric is skipped.
         return warned(node, "venv", f"{node}: MLX cannot load libmpi.so (it needs the unversioned name), so it would "
                       f"train alone as rank 0 of 1; {libmpi_fix(node)}", detail + ", MLX cannot load libmpi")
+    if (venv.platform or "").startswith("linux") and venv.blas is None:
+        return warned(node, "venv", f"{node} has no OpenBLAS, so MLX's matmuls there use the reference BLAS of the "
+                      "mlx-cpu wheel, about 15x slower; install it on the node (`sudo apt install libopenblas0`, "
+                      "Fedora `sudo dnf install openblas`) and the trainer uses it on its next start.",
+                      detail + ", no OpenBLAS")
+    if venv.blas:
+        detail += ", OpenBLAS"
     return passed(node, "venv", detail)
 
 

@@ -18,9 +18,20 @@ MPIRUN_ELSEWHERE = (
 
 # Runs in the venv's Python with -I (no cwd on sys.path, so a stray mlx.py in the home cannot shadow mlx).
 # Importing mpi4py.MPI would initialise MPI outside mpirun; importing the package proves it is installed.
+# "blas": the OpenBLAS the trainer would load in place of the mlx-cpu wheel's reference BLAS (trainer/blas.py).
 VENV_PROBE_PY = r"""
 import json, platform, sys
-out = {"python": platform.python_version()}
+out = {"python": platform.python_version(), "platform": sys.platform}
+if sys.platform.startswith("linux"):
+    import ctypes, ctypes.util
+    out["blas"] = None
+    for name in ("libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0", ctypes.util.find_library("openblas")):
+        try:
+            if name and hasattr(ctypes.CDLL(name), "cblas_sgemm"):
+                out["blas"] = name
+                break
+        except OSError:
+            pass
 try:
     import mlx.core as mx
     out["mlx"] = getattr(mx, "__version__", None)
@@ -94,6 +105,8 @@ class VenvFacts:
     mlx_error: str | None = None
     mpi4py: str | None = None
     mpi4py_error: str | None = None
+    platform: str | None = None  # sys.platform of the venv's Python
+    blas: str | None = None  # Linux: the OpenBLAS the trainer loads, None when the node has none
     # Output that was not the probe's JSON line (e.g. a Python that does not start).
     raw: str = ""
 
@@ -247,6 +260,8 @@ def parse_venv_probe(lines: list[str]) -> VenvFacts:
                 mlx_error=data.get("mlx_error"),
                 mpi4py=data.get("mpi4py"),
                 mpi4py_error=data.get("mpi4py_error"),
+                platform=data.get("platform"),
+                blas=data.get("blas"),
                 raw=text,
             )
     return VenvFacts(raw=text)

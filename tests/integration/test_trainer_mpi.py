@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
@@ -55,6 +56,8 @@ def test_one_process_run_emits_every_event(uninterrupted):
     assert status == 0, stderr
     assert not of(lines, RawLine), "every stdout line is an event"
     assert isinstance(lines[0], StartEvent) and lines[0].world_size == 1 and lines[0].rank == 0
+    # The start event says which BLAS MLX's matmuls call: this machine's OpenBLAS (./dev system installs it).
+    assert "openblas" in lines[0].blas or (ctypes.util.find_library("openblas") is None and lines[0].blas == "bundled")
     steps = of(lines, StepEvent)
     assert [e.step for e in steps] == list(range(1, 9))  # steps count from 1
     first = steps[0]

@@ -112,7 +112,7 @@ def test_a_healthy_linux_probe_passes_every_node_check():
     results = [code_result("node1", facts, LAYOUT), venv_result("node1", facts, LAYOUT),
                resources_result("node1", facts), mpi_address_result("node1", facts, "10.77.0.0/24")]
     assert [r.status for r in results] == [Status.PASS] * 4
-    assert results[1].detail == "Python 3.11.2, mlx 0.32.4, mpi4py 4.1.2"
+    assert results[1].detail == "Python 3.11.2, mlx 0.32.4, mpi4py 4.1.2, OpenBLAS"
     assert results[3].detail == "10.77.0.11 on eth0"
     assert mpirun_results({"node1": facts}, ["node1"])[0].detail == "Open MPI 4.1.4"
 
@@ -215,6 +215,15 @@ def test_venv_import_errors_and_a_missing_libmpi():
     no_libmpi = venv_result("node2", NodeFacts(venv=VenvFacts(python="3.11.2", mlx="0.32.4", mpi4py="4.1.2",
                                                                 mlx_mpi=False)), LAYOUT)
     assert no_libmpi.status is Status.WARN and "libopenmpi-dev" in no_libmpi.fix and "MLX_MPI_LIBNAME" in no_libmpi.fix
+
+
+def test_a_linux_node_without_openblas_is_warned_a_mac_is_not():
+    healthy = dict(python="3.11.2", mlx="0.32.4", mpi4py="4.1.2", mlx_mpi=True)
+    linux = venv_result("node3", NodeFacts(venv=VenvFacts(**healthy, platform="linux", blas=None)), LAYOUT)
+    assert linux.status is Status.WARN and linux.detail.endswith("no OpenBLAS")
+    assert linux.fix.startswith("node3 has no OpenBLAS") and "sudo apt install libopenblas0" in linux.fix
+    mac = venv_result("mac", NodeFacts(venv=VenvFacts(**healthy, platform="darwin", blas=None)), LAYOUT)
+    assert mac.status is Status.PASS and mac.detail == "Python 3.11.2, mlx 0.32.4, mpi4py 4.1.2"
 
 
 def test_different_open_mpi_versions_name_the_odd_node():

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from trainer.config import (
+    BLAS_DEFAULT,
+    BLAS_HELP,
     ConfigError,
     Invocation,
     _setting,
@@ -72,6 +74,7 @@ class LoraConfig:
     expect_world_size: int = _setting(
         0, "fail unless MLX finds this many ranks (catches a launch where MLX found no MPI); 0 accepts any"
     )
+    blas: str = _setting(BLAS_DEFAULT, BLAS_HELP)
 
 
 def validate_lora(config: LoraConfig) -> LoraConfig:

@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from trainer.blas import describe_blas
 from trainer.config import ConfigError
 from trainer.events import DoneEvent, ErrorEvent, EventWriter, StartEvent
 from trainer.lora.config import LoraConfig, lora_config_dict, parse_lora_args
@@ -152,6 +153,7 @@ def run_lora(config: LoraConfig, writer: EventWriter) -> int:
             pid=os.getpid(),
             parameters=total,
             mlx_version=mx.__version__,
+            blas=describe_blas().library,
             config={**lora_config_dict(config), "trainable_parameters": trainable, "first_step": first_step},
         )
         nodes.if_due()
