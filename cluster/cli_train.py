@@ -271,7 +271,8 @@ def format_text_line(line: FollowedLine) -> str:
 
 
 def format_event_line(line: FollowedLine) -> str:
-    from trainer.events import CheckpointEvent, DoneEvent, ErrorEvent, EvalEvent, RawLine, StepEvent
+    from trainer.blas import slow_blas_warning
+    from trainer.events import CheckpointEvent, DoneEvent, ErrorEvent, EvalEvent, RawLine, StartEvent, StepEvent
 
     event = line.event
     if isinstance(event, RawLine):
@@ -288,6 +289,8 @@ def format_event_line(line: FollowedLine) -> str:
         return f"{who:>7} | done at step {event.step}"
     if isinstance(event, ErrorEvent):
         return f"{who:>7} | error: {event.message}"
+    if isinstance(event, StartEvent) and (warning := slow_blas_warning(event.blas)):
+        return f"{who:>7} | start: warning: {warning}"
     return f"{who:>7} | {event.event}"
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import MutableMapping
 
 AUTO = "auto"
-BUNDLED = "bundled"
+BUNDLED = "bundled"  # Linux: the reference BLAS in the mlx-cpu wheel
+NATIVE = "native"  # elsewhere: MLX's own fast path (Accelerate and Metal on macOS)
 # Tried in order by "auto": the sonames Debian/Ubuntu, Fedora and Arch install OpenBLAS under.
 OPENBLAS_NAMES = ("libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0")
 # The one routine MLX's CPU matmul needs; a library without it cannot stand in for the bundled BLAS.
@@ -34,7 +35,7 @@ class BlasError(ValueError):
 
 @dataclass(frozen=True)
 class BlasChoice:
-    """What MLX's CPU matmuls will call: ``library`` is "bundled" or the path of the library loaded."""
+    """What MLX's CPU matmuls will call: ``library`` is "bundled", "native" (not Linux) or the path of the library loaded."""
 
     library: str
     note: str = ""  # why: shown to users when the choice is not the fast one
@@ -47,10 +48,10 @@ def use_blas(setting: str, environ: MutableMapping[str, str] | None = None) -> B
     CBLAS library. Raises BlasError for a path that cannot be loaded or lacks ``cblas_sgemm``.
     """
     environ = os.environ if environ is None else environ
+    if not sys.platform.startswith("linux"):
+        return BlasChoice(NATIVE, f"MLX on {sys.platform} uses its own BLAS")
     if setting == BUNDLED:
         return BlasChoice(BUNDLED, "the blas setting asks for MLX's bundled reference BLAS")
-    if not sys.platform.startswith("linux"):
-        return BlasChoice(BUNDLED, f"MLX on {sys.platform} uses its own BLAS")
     if "mlx.core" in sys.modules:
         # Its symbols are bound already (Python opens extensions with RTLD_NOW): too late to choose.
         return describe_blas()
@@ -77,11 +78,19 @@ def use_blas(setting: str, environ: MutableMapping[str, str] | None = None) -> B
 def describe_blas() -> BlasChoice:
     """The library whose ``cblas_sgemm`` the process's global lookup finds now: what MLX binds to on import."""
     if not sys.platform.startswith("linux"):
-        return BlasChoice(BUNDLED, f"MLX on {sys.platform} uses its own BLAS")
+        return BlasChoice(NATIVE, f"MLX on {sys.platform} uses its own BLAS")
     process = ctypes.CDLL(None)
     if not hasattr(process, SGEMM):
         return BlasChoice(BUNDLED)  # the wheel's own BLAS is a private dependency of libmlx, not global
     return BlasChoice(_path_of(process, SGEMM))
+
+
+def slow_blas_warning(library: str | None) -> str | None:
+    """What to tell the user about a rank's ``blas`` (its start event): a sentence when it is the slow one."""
+    if library != BUNDLED:
+        return None
+    return ("MLX multiplies matrices with the mlx-cpu wheel's reference BLAS here, about 15x slower than OpenBLAS: "
+            "install it on this node (sudo apt install libopenblas0) and start again")
 
 
 def _openblas_candidates() -> list[str]:

@@ -15,6 +15,7 @@ from PySide6.QtGui import QColor, QFont, QFontDatabase, QPalette, QTextCharForma
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
 from cluster.run_monitor import FollowedLine
+from trainer.blas import slow_blas_warning
 from trainer.events import (
     CheckpointEvent,
     DoneEvent,
@@ -60,7 +61,8 @@ def describe(line: FollowedLine) -> str | None:
         if event.mlx_version:
             details.append(f"MLX {event.mlx_version}")
         host = f" on {event.host}" if event.host else ""
-        return f"started{host}: " + ", ".join(details)
+        warning = slow_blas_warning(event.blas)
+        return f"started{host}: " + ", ".join(details) + (f"\nWARNING: {warning}" if warning else "")
     if isinstance(event, EvalEvent):
         return f"eval after step {event.step}: validation loss {event.val_loss:.4f}"
     if isinstance(event, CheckpointEvent):
