@@ -1,4 +1,4 @@
-"""The model's linear layers: the BLAS-friendly matmuls compute exactly what `nn.Linear` computes, forward and backward."""
+"""The model's layers: the BLAS-friendly matmuls and the fast GELU compute what `nn.Linear` and `nn.gelu` compute, forward and backward."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ mx = pytest.importorskip("mlx.core")
 import mlx.nn as nn  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
-from trainer.model import Linear, TransformerLM, linear, loss_fn  # noqa: E402
+from trainer.model import Linear, TransformerLM, gelu, linear, loss_fn  # noqa: E402
 
 
 @pytest.mark.parametrize("shape", [(6, 8), (2, 5, 8), (3, 2, 4, 8)])
@@ -27,6 +27,24 @@ def test_linear_and_its_gradients_equal_the_plain_matmul(shape):
     for mine, reference in zip(mx.grad(ours, argnums=(0, 1))(x, weight), mx.grad(plain, argnums=(0, 1))(x, weight)):
         assert mine.shape == reference.shape
         assert mx.allclose(mine, reference, atol=1e-4).item()
+
+
+def test_gelu_and_its_gradient_equal_nn_gelu():
+    # Across the whole float32 range that matters, including the tails where erf saturates.
+    x = mx.concatenate([mx.linspace(-12, 12, 20001), mx.random.normal((4, 1000)).reshape(-1) * 3])
+    cotangent = mx.random.normal(x.shape)
+    assert mx.abs(gelu(x) - nn.gelu(x)).max().item() < 2e-6
+    ours = mx.grad(lambda x: (gelu(x) * cotangent).sum())(x)
+    reference = mx.grad(lambda x: (nn.gelu(x) * cotangent).sum())(x)
+    assert mx.abs(ours - reference).max().item() < 1e-5
+    compiled = mx.compile(mx.grad(lambda x: (gelu(x) * cotangent).sum()))(x)  # as inside the compiled step
+    assert mx.abs(compiled - reference).max().item() < 1e-5
+
+
+def test_gelu_keeps_bfloat16():
+    x = mx.random.normal((64,)).astype(mx.bfloat16)
+    assert gelu(x).dtype == mx.bfloat16 and mx.grad(lambda x: gelu(x).astype(mx.float32).sum())(x).dtype == mx.bfloat16
+    assert mx.abs(gelu(x).astype(mx.float32) - nn.gelu(x.astype(mx.float32))).max().item() < 0.05  # bfloat16 rounding
 
 
 def test_linear_layer_keeps_nn_linear_parameters():
