@@ -76,6 +76,9 @@ def test_a_healthy_cluster_passes_every_check(prepared):
         assert statuses(results, check) == {name: "pass" for name in nodes}, check
     fabric = {r["node"]: r["detail"] for r in results if r["check"] == "fabric"}
     assert all("mpi4py 3/3, MLX 3/3, all_sum 3" in detail for detail in fabric.values()), fabric
+    # The nodes' venv Python finds the OpenBLAS the trainer loads there (./dev system installs it).
+    venvs = {r["node"]: r["detail"] for r in results if r["check"] == "venv"}
+    assert all(detail.endswith(", OpenBLAS") for detail in venvs.values()), venvs
     header, *rows = human.split("\n\n")[0].splitlines()
     assert header.split()[1:] == nodes
     assert all(row.split()[-3:] == ["✓", "✓", "✓"] for row in rows), human
