@@ -7,6 +7,7 @@ message names the node and says what to do next.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import functools
 import os
@@ -99,6 +100,7 @@ class NodeSession:
     ) -> CommandResult:
         """Run ``argv`` on the node and wait for it; ``on_line`` sees each output line as it arrives.
 
+        With ``on_line`` the result's stdout and stderr are the last megabyte or so of each (STREAMED_TAIL_CHARS).
         On a timeout or cancellation the remote command is sent SIGTERM, so nothing is left running.
         """
         try:
@@ -156,20 +158,32 @@ def _terminate(process: asyncssh.SSHClientProcess[str]) -> None:
         pass
 
 
+# A streamed command's result keeps only the end of its output: the lines went to on_line as they came, and
+# a follow of a days-long run would otherwise hold every line the run ever printed. Enough for the error
+# messages (they quote the last lines) and for the small outputs parsed whole (the doctor's probes).
+STREAMED_TAIL_CHARS = 1 << 20
+
+
 async def _collect(reader: asyncssh.SSHReader[str], stream_name: str, on_line: OnLine | None) -> str:
     if on_line is None:
         return await reader.read()
     return await _pump_lines(reader, stream_name, on_line)
 
 
-async def _pump_lines(reader: asyncssh.SSHReader, stream_name: str, on_line: OnLine) -> str:
-    chunks: list[str] = []
+async def _pump_lines(reader: asyncssh.SSHReader, stream_name: str, on_line: OnLine,
+                      keep_chars: int = STREAMED_TAIL_CHARS) -> str:
+    """Each line to ``on_line``; returns the stream's last ``keep_chars`` characters or so (whole lines)."""
+    tail: collections.deque[str] = collections.deque()
+    kept = 0
     async for line in reader:
         if not line:  # the reader ends with an empty read at EOF; a real empty line is "\n"
             continue
-        chunks.append(line)
+        tail.append(line)
+        kept += len(line)
+        while kept > keep_chars and len(tail) > 1:
+            kept -= len(tail.popleft())
         on_line(stream_name, line.rstrip("\r\n"))
-    return "".join(chunks)
+    return "".join(tail)
 
 
 def load_client_key(path: Path) -> asyncssh.SSHKey:
