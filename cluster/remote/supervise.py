@@ -27,6 +27,7 @@ OUTPUT = "output.log"
 LAUNCHER = "launcher.json"
 EXIT = "exit.json"
 FOLLOW_POLL_S = 0.05  # how often `follow` looks for new output: well inside the 300 ms latency goal
+ORPHAN_CHECK_S = 1.0  # how often an idle `follow` checks that the supervisor still lives (it runs `ps`)
 
 
 def write_json_atomic(path: str, data: dict) -> None:
@@ -97,6 +98,7 @@ def follow(run_dir: str, offset: int) -> int:
         if os.path.exists(os.path.join(run_dir, EXIT)):
             return 0
         time.sleep(FOLLOW_POLL_S)
+    next_orphan_check = time.monotonic() + ORPHAN_CHECK_S
     with open(path, "rb") as handle:
         handle.seek(offset)
         while True:
@@ -108,7 +110,34 @@ def follow(run_dir: str, offset: int) -> int:
                 continue
             if ended:
                 return 0
+            if time.monotonic() >= next_orphan_check:
+                next_orphan_check = time.monotonic() + ORPHAN_CHECK_S
+                record_orphaned_end(run_dir)  # writes exit.json when nobody else will; read on the next turn
             time.sleep(FOLLOW_POLL_S)
+
+
+def record_orphaned_end(run_dir: str) -> None:
+    """Write exit.json for a launcher that ended after its supervisor died (killed, OOM): else followers wait forever."""
+    launcher = read_json(os.path.join(run_dir, LAUNCHER)) or {}
+    supervisor, pgid = launcher.get("supervisor_pid"), launcher.get("pgid")
+    if not supervisor or not pgid or process_exists(supervisor) or alive(pgid):
+        return
+    if os.path.exists(os.path.join(run_dir, EXIT)):  # the supervisor wrote it just before it went
+        return
+    write_json_atomic(os.path.join(run_dir, EXIT), {
+        "returncode": None, "ended": time.time(),
+        "error": f"the supervisor (pid {supervisor}) died before the launcher ended, so its exit status is unknown",
+    })
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def alive(pgid: int) -> bool:
@@ -140,6 +169,7 @@ def status(run_dir: str) -> int:
         "alive": bool(pgid) and ended is None and alive(pgid),
         "returncode": ended.get("returncode") if ended else None,
         "ended": ended.get("ended") if ended else None,
+        "error": ended.get("error") if ended else None,  # why the exit status is unknown, when it is
     }))
     return 0
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 import cluster.remote.supervise as supervise_module
 
@@ -72,3 +76,25 @@ def test_a_run_directory_is_used_once(tmp_path):
     again = supervise("start", run_dir, "--", "true")
     assert again.returncode == 2 and "used once" in again.stdout
     assert Path(run_dir, "launcher.json").exists()
+
+
+def test_follow_ends_when_the_launcher_outlived_a_killed_supervisor(tmp_path):
+    # The supervisor is killed (OOM killer, a stray pkill); the launcher runs on, then ends with nobody to
+    # record it. A follower must not wait forever: it records the end itself, exit status unknown.
+    run_dir = tmp_path / "run"
+    info = json.loads(supervise("start", str(run_dir), "--", "sh", "-c", "echo before; sleep 1.5; echo after").stdout)
+    os.kill(info["supervisor_pid"], signal.SIGKILL)
+    started = time.monotonic()
+    followed = supervise("follow", str(run_dir), timeout=20)
+    assert followed.returncode == 0 and followed.stdout.splitlines() == ["before", "after"]
+    assert time.monotonic() - started < 5  # the launcher's 1.5 s, then at most a check interval or two
+    ended = json.loads((run_dir / "exit.json").read_text())
+    assert ended["returncode"] is None and f"supervisor (pid {info['supervisor_pid']}) died" in ended["error"]
+    assert json.loads(supervise("status", str(run_dir)).stdout)["alive"] is False
+
+
+def test_a_live_supervisor_is_left_to_record_the_end(tmp_path):
+    run_dir = tmp_path / "run"
+    supervise("start", str(run_dir), "--", "sh", "-c", "sleep 1.5; exit 4")
+    supervise("follow", str(run_dir), timeout=20)
+    assert json.loads((run_dir / "exit.json").read_text()) == {"returncode": 4, "ended": pytest.approx(time.time(), abs=10)}
