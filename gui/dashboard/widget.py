@@ -17,8 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from PySide6.QtCore import QTimer, Qt, Signal
-from PySide6.QtGui import QAction, QPalette
+from PySide6.QtCore import QEvent, QTimer, Qt, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -48,11 +48,11 @@ from gui.dashboard.run_selector import RunSelector, describe_run, latest_to_show
 from gui.messages import report_crash, show_error
 from gui.rank_charts import SLOWEST_MIN_EXCESS, RankCharts
 from gui.series import RunSeries
+from gui.theme import status_color
 from trainer.events import RawLine
 
 REDRAW_INTERVAL_MS = 100  # ~10 Hz: smooth enough for training curves, cheap with 8 ranks
 INGEST_SLICE = 1_000  # lines folded per slice while a history replays (~15 ms), then the GUI breathes
-STATE_COLORS = {"ok": ("#1a7f37", "#3fb950"), "fail": ("#cf222e", "#f85149"), "warn": ("#9a6700", "#d29922")}
 
 
 def _ask(parent: QWidget, title: str, text: str) -> bool:
@@ -541,11 +541,17 @@ class Dashboard(QWidget):
             return
         self.run_line.setText(text)
         self.run_line.setProperty("kind", kind)
-        if kind is None:
-            self.run_line.setStyleSheet("")
-        else:
-            dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
-            self.run_line.setStyleSheet(f"color: {STATE_COLORS[kind][int(dark)]}")
+        self._style_run_line()
+
+    def _style_run_line(self) -> None:
+        kind = self.run_line.property("kind")
+        self.run_line.setStyleSheet("" if kind is None else f"color: {status_color(kind, self.palette())}")
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        # The state colours are picked for the background: follow a switch between light and dark.
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._style_run_line()
+        super().changeEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         # Only the following stops; the run keeps training on the cluster.

@@ -7,12 +7,14 @@ import io
 
 import pytest
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
 
 import gui.dashboard.widget as dashboard_module
 from cluster.errors import LaunchFailed
 from cluster.run_status import RunState
 from gui.dashboard import Dashboard
 from gui.dashboard.log_pane import ALL, OTHER
+from gui.theme import FAIL_COLORS, dark_palette, light_palette
 from tests.gui.fakes import (
     RECORDED_3_RANKS,
     FakeRunApi,
@@ -142,6 +144,16 @@ def test_log_filter_and_error_highlighting(qtbot, open_dashboard):
     assert not any("step 3 " in line for line in errors)
     assert dashboard.status.state is RunState.FAILED
     assert "Rank 3 on node2 failed: out of memory" in dashboard.run_line.text()
+    # The failure's red is picked for the background, and follows a switch between light and dark.
+    app = QApplication.instance()
+    before = app.palette()
+    try:
+        for palette, scheme in ((light_palette(), "light"), (dark_palette(), "dark"), (light_palette(), "light")):
+            app.setPalette(palette)
+            QApplication.processEvents()
+            assert dashboard.run_line.styleSheet() == f"color: {FAIL_COLORS[scheme]}"
+    finally:
+        app.setPalette(before)
 
 
 def test_export_writes_csv_with_every_rank_and_pngs(qtbot, open_dashboard, tmp_path):
