@@ -10,8 +10,9 @@ under `mpirun -np 2`, which pins each rank to a core).
 (a) As users run them (the goals): separate processes, trainer and loop, each training the same model from
     the same seed on the same batches; rounds alternate which goes first; the ratio is the median over
     rounds of loop step time / trainer step time, per rank.
-(b) Where the gain comes from (information): both in ONE process, so both use the same BLAS and cores,
-    alternating step by step: what the trainer's step itself (compile, fused update, streams) adds.
+(b) The step alone: both in ONE process, so both use the same BLAS and cores, alternating step by step:
+    what the trainer's step itself (compile, fused update, streams) is worth. Goal ≥ 1.0× here too, so a
+    regression of the step cannot hide behind the BLAS.
 (c) Reporting a step event (memory queries, RSS, JSON, write, flush): goal ≤ 1% of the step time.
 
     .venv/bin/python -m bench.bench_trainer [--rounds 3] [--steps 8] [--warmup 2] [--pair-steps 16] [--field value ...]
@@ -35,12 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(kind: str, steps: int, warmup: int, overrides: list[str]) -> dict[str, Any]:
     """Runs on each rank: ``kind`` "trainer" or "loop" alone, or "pairs" (both alternating, then the reporting cost)."""
-    from trainer.blas import use_blas
+    from trainer.blas import describe_blas, use_blas
     from trainer.config import parse_args
 
     config = parse_args(overrides).config
     # Before MLX is imported, as trainer/__main__.py does; the plain loop's process imports MLX as it comes.
-    blas = use_blas(config.blas).library if kind != "loop" else "as installed"
+    if kind != "loop":
+        use_blas(config.blas)
 
     import mlx.core as mx
     import mlx.nn as nn
@@ -53,6 +55,7 @@ def worker(kind: str, steps: int, warmup: int, overrides: list[str]) -> dict[str
     from trainer.step import TrainStep, cpu_streams
     from trainer.train import Reporter
 
+    blas = describe_blas().library  # what this process's matmuls call, as the trainer's start event says
     group = mx.distributed.init(backend="any")
     rank, world = group.rank(), group.size()
 
@@ -181,7 +184,7 @@ def as_users_run_them(ranks: int, rounds: int, steps: int, warmup: int, override
             "rank": rank, "ratio": statistics.median(ratios), "low": ratios[0], "high": ratios[-1],
             "trainer_tokens_per_s": statistics.median(mine["tokens_per_s"] for mine, _ in pairs),
             "loop_tokens_per_s": statistics.median(loop["tokens_per_s"] for _, loop in pairs),
-            "streams": pairs[0][0]["streams"], "blas": pairs[0][0]["blas"],
+            "streams": pairs[0][0]["streams"], "blas": pairs[0][0]["blas"], "loop_blas": pairs[0][1]["blas"],
         })
     return rows
 
@@ -200,21 +203,22 @@ def main() -> int:
     if not shutil.which("mpirun"):
         raise SystemExit("mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev)")
 
-    rows: list[tuple[str, str, str, str, str, bool | None]] = []
+    rows: list[tuple[str, str, str, str, str, bool]] = []
     for ranks, label in ((1, "1 process"), (2, "mpirun -np 2")):
         for row in as_users_run_them(ranks, args.rounds, args.steps, args.warmup, overrides):
             name = f"{label}, rank {row['rank']}" if ranks > 1 else label
-            name += f" ({row['streams']} stream{'s' if row['streams'] > 1 else ''}, {blas_name(row['blas'])})"
-            rows.append((f"tokens/s as users run them: {name}", f"{row['trainer_tokens_per_s']:.0f}",
-                         f"{row['loop_tokens_per_s']:.0f}", f"{row['ratio']:.3f}× ({row['low']:.3f}–{row['high']:.3f})",
-                         "≥ 1.0", row["ratio"] >= 1.0))
+            name += f" ({row['streams']} stream{'s' if row['streams'] > 1 else ''})"
+            rows.append((f"tokens/s as users run them: {name}", f"{row['trainer_tokens_per_s']:.0f} ({blas_name(row['blas'])})",
+                         f"{row['loop_tokens_per_s']:.0f} ({blas_name(row['loop_blas'])})",
+                         f"{row['ratio']:.3f}× ({row['low']:.3f}–{row['high']:.3f})", "≥ 1.0", row["ratio"] >= 1.0))
     pairs = {ranks: run_workers("pairs", ranks, args.pair_steps, args.warmup, overrides) for ranks in (1, 2)}
     for ranks, label in ((1, "1 process"), (2, "mpirun -np 2")):
         for row in pairs[ranks]:
             name = f"{label}, rank {row['rank']}" if ranks > 1 else label
-            rows.append((f"same BLAS, one process (the step alone): {name}", f"{row['trainer_tokens_per_s']:.0f}",
-                         f"{row['loop_tokens_per_s']:.0f}", f"{row['speedup']:.3f}× ({row['ratio_q1']:.3f}–{row['ratio_q3']:.3f})",
-                         "(information)", None))
+            # Both sides on the same BLAS and cores: what the trainer's step itself is worth; it must not lose.
+            rows.append((f"same BLAS, one process (the step alone): {name}",
+                         f"{row['trainer_tokens_per_s']:.0f} ({blas_name(row['blas'])})", f"{row['loop_tokens_per_s']:.0f}",
+                         f"{row['speedup']:.3f}× ({row['ratio_q1']:.3f}–{row['ratio_q3']:.3f})", "≥ 1.0", row["speedup"] >= 1.0))
     for ranks, label in ((1, "1 process"), (2, "mpirun -np 2")):
         worst = max(pairs[ranks], key=lambda row: row["report_s"] / row["trainer_step_s"])
         share = worst["report_s"] / worst["trainer_step_s"]
@@ -228,8 +232,8 @@ def main() -> int:
     print("| measure | trainer | plain loop (or step time) | ratio | goal | met |")
     print("|---|---|---|---|---|---|")
     for name, mine, theirs, shown, goal, met in rows:
-        print(f"| {name} | {mine} | {theirs} | {shown} | {goal} | {'' if met is None else 'yes' if met else 'NO'} |")
-    return 0 if all(row[5] is not False for row in rows) else 1
+        print(f"| {name} | {mine} | {theirs} | {shown} | {goal} | {'yes' if met else 'NO'} |")
+    return 0 if all(row[5] for row in rows) else 1
 
 
 def blas_name(library: str) -> str:

@@ -289,8 +289,9 @@ def format_event_line(line: FollowedLine) -> str:
         return f"{who:>7} | done at step {event.step}"
     if isinstance(event, ErrorEvent):
         return f"{who:>7} | error: {event.message}"
-    if isinstance(event, StartEvent) and (warning := slow_blas_warning(event.blas)):
-        return f"{who:>7} | start: warning: {warning}"
+    if isinstance(event, StartEvent):
+        warning = slow_blas_warning(event.blas, (event.config or {}).get("blas"))
+        return f"{who:>7} | start: warning: {warning}" if warning else f"{who:>7} | start"
     return f"{who:>7} | {event.event}"
 
 

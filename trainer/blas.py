@@ -27,6 +27,11 @@ NATIVE = "native"  # elsewhere: MLX's own fast path (Accelerate and Metal on mac
 OPENBLAS_NAMES = ("libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0")
 # The one routine MLX's CPU matmul needs; a library without it cannot stand in for the bundled BLAS.
 SGEMM = "cblas_sgemm"
+# Where the mlx-cpu wheel keeps its own (reference) BLAS: a library from there is the bundled one.
+BUNDLED_DIR = "mlx_cpu.libs"
+# Any build does (use_blas keeps it to one thread per caller); on Fedora the libraries are in the -serial,
+# -threads and -openmp packages, not in "openblas" itself.
+INSTALL_HINT = "sudo apt install libopenblas0; Fedora: sudo dnf install openblas-serial"
 
 
 class BlasError(ValueError):
@@ -57,14 +62,16 @@ def use_blas(setting: str, environ: MutableMapping[str, str] | None = None) -> B
         return describe_blas()
     # One BLAS thread per caller: the trainer's parallelism is MLX's CPU streams (trainer.step.cpu_streams),
     # one per core, each calling sgemm; BLAS threads on top of them would fight over the same cores.
-    environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # OpenBLAS built with OpenMP (libopenblas0-openmp) reads OMP_NUM_THREADS instead; both are read at load.
+    if "OPENBLAS_NUM_THREADS" not in environ:
+        environ["OPENBLAS_NUM_THREADS"] = "1"
+        environ.setdefault("OMP_NUM_THREADS", "1")
     if setting == AUTO:
         for name in _openblas_candidates():
             library = _open_global(name)
             if library is not None and hasattr(library, SGEMM):
-                return BlasChoice(_path_of(library, name))
-        return BlasChoice(BUNDLED, "no OpenBLAS on this machine: matmuls use MLX's slow reference BLAS "
-                                   "(install it: sudo apt install libopenblas0)")
+                return describe_blas()  # what MLX will bind to: the global lookup may find another first
+        return BlasChoice(BUNDLED, f"no OpenBLAS on this machine: matmuls use MLX's slow reference BLAS ({INSTALL_HINT})")
     library = _open_global(setting)
     if library is None:
         raise BlasError(f"blas: cannot load {setting!r}; give the path of a CBLAS library such as OpenBLAS, "
@@ -72,7 +79,7 @@ def use_blas(setting: str, environ: MutableMapping[str, str] | None = None) -> B
     if not hasattr(library, SGEMM):
         raise BlasError(f"blas: {setting!r} has no {SGEMM}, so MLX cannot use it; give an OpenBLAS or MKL library, "
                         f"or {AUTO!r} or {BUNDLED!r}")
-    return BlasChoice(_path_of(library, setting))
+    return describe_blas()
 
 
 def describe_blas() -> BlasChoice:
@@ -82,15 +89,20 @@ def describe_blas() -> BlasChoice:
     process = ctypes.CDLL(None)
     if not hasattr(process, SGEMM):
         return BlasChoice(BUNDLED)  # the wheel's own BLAS is a private dependency of libmlx, not global
-    return BlasChoice(_path_of(process, SGEMM))
+    path = _path_of(process, SGEMM)
+    # Someone preloaded the wheel's own library (LD_PRELOAD): still the slow one.
+    return BlasChoice(BUNDLED if BUNDLED_DIR in path else path)
 
 
-def slow_blas_warning(library: str | None) -> str | None:
-    """What to tell the user about a rank's ``blas`` (its start event): a sentence when it is the slow one."""
-    if library != BUNDLED:
+def slow_blas_warning(library: str | None, setting: object = AUTO) -> str | None:
+    """What to tell the user about a rank's ``blas`` (its start event; ``setting`` from its config), if anything.
+
+    Only when the slow bundled BLAS is in use though the user did not ask for it.
+    """
+    if library != BUNDLED or setting == BUNDLED:
         return None
     return ("MLX multiplies matrices with the mlx-cpu wheel's reference BLAS here, about 15x slower than OpenBLAS: "
-            "install it on this node (sudo apt install libopenblas0) and start again")
+            f"install OpenBLAS on this node ({INSTALL_HINT}) and start again")
 
 
 def _openblas_candidates() -> list[str]:

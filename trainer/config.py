@@ -166,6 +166,7 @@ def read_config_file(path: Path, config_class: type = TrainConfig) -> dict[str, 
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     values: dict[str, Any] = {}
     problems: list[str] = []
+    first_line: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         where = f"{path}:{number}"
@@ -179,6 +180,10 @@ def read_config_file(path: Path, config_class: type = TrainConfig) -> dict[str, 
         if not sep or not name:
             problems.append(f"{where}: expected key = value, got {line!r}")
             continue
+        if name in first_line:
+            problems.append(f"{where}: {name} is already set on line {first_line[name]}; keep one of the two")
+            continue
+        first_line[name] = number
         if name == KIND_KEY and name not in known:
             try:
                 _check_kind(_parse_value(rest.strip()), where)
@@ -211,7 +216,13 @@ def _parse_bool(text: str) -> bool:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises ConfigError instead of exiting, so a bad flag becomes an `error` event."""
+    """argparse that raises ConfigError instead of exiting, so a bad flag becomes an `error` event.
+
+    No abbreviated flags: settings read before the full parse (peek_setting) must mean the same here.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> Any:
         raise ConfigError(f"command line: {message}")
@@ -316,7 +327,7 @@ def peek_setting(argv: Sequence[str] | None, name: str) -> tuple[Any, str] | Non
 
     For the few settings needed before the trainer is chosen or MLX is imported (``kind``, ``blas``).
     """
-    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek = _Parser(add_help=False)
     peek.add_argument("--config")
     peek.add_argument(f"--{name}", dest="value")
     known, _ = peek.parse_known_args(argv)
@@ -329,6 +340,7 @@ def peek_setting(argv: Sequence[str] | None, name: str) -> tuple[Any, str] | Non
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    # The first line that sets it: read_config_file refuses a file that sets a key twice.
     for number, raw in enumerate(lines, start=1):
         key, sep, rest = raw.strip().partition("=")
         if sep and key.strip() == name:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from cluster.doctor.model import CheckResult, failed, passed, skipped, warned
 from cluster.doctor.node_probe import NodeFacts, address_in, parse_mpirun_version
 from cluster.layout import RemoteLayout
+from trainer.blas import INSTALL_HINT
 
 GB = 1024**3
 MB = 1024**2
@@ -67,9 +68,8 @@ def venv_result(node: str, facts: NodeFacts, layout: RemoteLayout) -> CheckResul
                       f"train alone as rank 0 of 1; {libmpi_fix(node)}", detail + ", MLX cannot load libmpi")
     if (venv.platform or "").startswith("linux") and venv.blas is None:
         return warned(node, "venv", f"{node} has no OpenBLAS, so MLX's matmuls there use the reference BLAS of the "
-                      "mlx-cpu wheel, about 15x slower; install it on the node (`sudo apt install libopenblas0`, "
-                      "Fedora `sudo dnf install openblas`) and the trainer uses it on its next start.",
-                      detail + ", no OpenBLAS")
+                      f"mlx-cpu wheel, about 15x slower; install it on the node ({INSTALL_HINT}) and the trainer "
+                      "uses it on its next start.", detail + ", no OpenBLAS")
     if venv.blas:
         detail += ", OpenBLAS"
     return passed(node, "venv", detail)

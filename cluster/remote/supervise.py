@@ -131,13 +131,18 @@ def record_orphaned_end(run_dir: str) -> None:
 
 
 def process_exists(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie nobody reaps (a namespace whose init does not) counts as gone, as in alive()."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return bool(state.strip()) and not state.strip().startswith("Z")
 
 
 def alive(pgid: int) -> bool:

@@ -61,7 +61,7 @@ def describe(line: FollowedLine) -> str | None:
         if event.mlx_version:
             details.append(f"MLX {event.mlx_version}")
         host = f" on {event.host}" if event.host else ""
-        warning = slow_blas_warning(event.blas)
+        warning = slow_blas_warning(event.blas, (event.config or {}).get("blas"))
         return f"started{host}: " + ", ".join(details) + (f"\nWARNING: {warning}" if warning else "")
     if isinstance(event, EvalEvent):
         return f"eval after step {event.step}: validation loss {event.val_loss:.4f}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,3 +99,18 @@ def test_a_live_supervisor_is_left_to_record_the_end(tmp_path):
     supervise("start", str(run_dir), "--", "sh", "-c", "sleep 1.5; exit 4")
     supervise("follow", str(run_dir), timeout=20)
     assert json.loads((run_dir / "exit.json").read_text()) == {"returncode": 4, "ended": pytest.approx(time.time(), abs=10)}
+
+
+def test_a_zombie_supervisor_counts_as_gone():
+    # A dead supervisor that nobody reaped yet (in a namespace whose init does not reap) must not keep a
+    # follower waiting: only a running process counts.
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        wait_for(lambda: supervise_module.process_exists(child) is False)
+        assert os.waitpid(child, os.WNOHANG) == (child, 0)  # it was a zombie until now
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
+    assert supervise_module.process_exists(os.getpid())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import ConfigError, TrainConfig, build_parser, parse_args, read_config_file
+from trainer.config import ConfigError, TrainConfig, build_parser, parse_args, peek_setting, read_config_file
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_FILE = ROOT / "resources" / "trainer.toml"
@@ -58,6 +58,8 @@ FLAG_ERRORS = [
     (["--n_heads", "3"], "n_heads (3) must divide d_model (128)"),
     (["--val_fraction", "1.0"], "val_fraction must be in [0, 1)"),
     (["--steps", "0"], "steps must be at least 1"),
+    # No abbreviations: --bla would load one BLAS before the full parse and record another (trainer/blas.py).
+    (["--bla", "bundled"], "unrecognized arguments: --bla"),
 ]
 
 
@@ -66,6 +68,17 @@ def test_bad_flags_raise_config_error(argv, message):
     with pytest.raises(ConfigError, match=None) as caught:
         parse_args(argv)
     assert message in str(caught.value)
+
+
+def test_a_setting_read_before_the_full_parse_is_a_config_error_when_malformed(tmp_path):
+    # trainer/__main__.py reads kind and blas first: their errors must be events too, not argparse exits.
+    with pytest.raises(ConfigError, match="command line: argument --blas: expected one argument"):
+        peek_setting(["--blas"], "blas")
+    path = tmp_path / "run.toml"
+    path.write_text('steps = 3\nblas = "/opt/lib/libopenblas.so"   # ours\n')
+    assert peek_setting(["--config", str(path)], "blas") == ("/opt/lib/libopenblas.so", f"{path}:2")
+    assert peek_setting(["--config", str(path), "--blas", "bundled"], "blas") == ("bundled", "command line")
+    assert peek_setting(["--config", str(path)], "kind") is None
 
 
 def test_flags_override_the_file_and_the_file_overrides_defaults(tmp_path):
@@ -86,6 +99,7 @@ FILE_ERRORS = [
     ("[model]\n", ":1: sections are not supported"),
     ("steps 5\n", ":1: expected key = value"),
     ("steps = 5 6\n", ":1: steps: unexpected '6' after the value"),
+    ('blas = "auto"\nsteps = 3\nblas = "bundled"\n', ":3: blas is already set on line 1; keep one of the two"),
 ]
 
 
