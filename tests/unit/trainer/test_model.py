@@ -41,6 +41,15 @@ def test_gelu_and_its_gradient_equal_nn_gelu():
     assert mx.abs(compiled - reference).max().item() < 1e-5
 
 
+def test_the_fast_exp_behind_the_gelu_gradient_is_exp_on_its_domain():
+    from trainer.model import _exp_of_nonpositive
+
+    x = mx.concatenate([mx.linspace(-87, 0, 200001), mx.array([0.0, -1e-30, -0.5, -86.99])])
+    assert (mx.abs(_exp_of_nonpositive(x) - mx.exp(x)) / mx.exp(x)).max().item() < 2e-7
+    # Below -87 float32 goes denormal and then 0; -inf (a masked score) must give exactly 0.
+    assert _exp_of_nonpositive(mx.array([-88.0, -1e4, -mx.inf])).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_gelu_keeps_bfloat16():
     x = mx.random.normal((64,)).astype(mx.bfloat16)
     assert gelu(x).dtype == mx.bfloat16 and mx.grad(lambda x: gelu(x).astype(mx.float32).sum())(x).dtype == mx.bfloat16
