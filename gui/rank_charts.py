@@ -4,6 +4,7 @@ Curves are created once per run and redrawn from a timer (the dashboard's ~10 Hz
 series changed or the view moved. Each redraw hands pyqtgraph the series already peak-decimated to the
 plot's pixel width for the visible steps (``Series.decimated``), so a frame costs the same at 1M points
 per rank as at 1k; pyqtgraph's own downsampling and clipping would still walk every visible point.
+The dense curves of a plot are painted together as one numpy-made image (``BandLayer``, gui/chart_bands.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QComboBox,
     QGraphicsItem,
     QGraphicsTextItem,
+    QGraphicsView,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -26,6 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.chart_bands import BandLayer
+from gui.chart_grid import LightGrid
+from gui.chart_view import BoundsViewBox
 from gui.series import RunSeries, Series, SlowestRank
 
 # The slowest rank is named only when it is at least this much slower than the typical rank: ranks of a
@@ -34,6 +39,8 @@ SLOWEST_MIN_EXCESS = 0.02
 MIN_BUCKETS = 100
 # A curve whose points are at least this many pixels apart on average is drawn antialiased.
 SPARSE_PX = 2
+# The widest pen a dense curve may have to be drawn by its chart's BandLayer (the mean and the slowest rank: 3).
+BAND_MAX_PEN = 3
 
 
 def rank_color(rank: int, world_size: int, *, dark: bool = True) -> QColor:
@@ -46,9 +53,67 @@ def is_dark(palette: QPalette) -> bool:
     return palette.color(QPalette.ColorRole.Base).lightness() < 128
 
 
+def is_bandable(pen: object) -> bool:
+    """Whether a ``BandLayer`` draws what the pen draws: solid, cosmetic, a few whole pixels wide."""
+    return (isinstance(pen, QPen) and pen.style() == Qt.PenStyle.SolidLine and pen.isCosmetic()
+            and pen.widthF() <= BAND_MAX_PEN and pen.widthF() == int(pen.widthF()))
+
+
 class DecimatedCurve(pg.PlotCurveItem):
     """A PlotCurveItem for points sorted by x: its bounds (asked for by every auto-range, several times a frame)
-    come from the end points and one NaN-skipping min/max pass, without pyqtgraph's generic checks."""
+    come from the end points and one NaN-skipping min/max pass, without pyqtgraph's generic checks.
+
+    A dense curve (``dense``: about a point per pixel column or more) drawn with a solid pen of a few pixels and
+    without gaps is ``banded``: its chart's ``BandLayer`` paints it, with the chart's other dense curves, in one image;
+    the item itself then paints nothing but still gives the auto-range its bounds and the legend its pen.
+    """
+
+    def __init__(self, *args: object, layer: BandLayer | None = None, **kwargs: object) -> None:
+        self.layer = layer
+        self.dense = False
+        self.banded = False
+        super().__init__(*args, **kwargs)
+
+    def setData(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setData(*args, **kwargs)
+        self._sync_banded()
+        if self.banded and self.layer is not None:
+            self.layer.invalidate()
+
+    def setPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setPen(*args, **kwargs)
+        self._sync_banded()
+
+    def _sync_banded(self) -> None:
+        ys = self.yData
+        banded = bool(self.layer is not None and self.dense and is_bandable(self.opts["pen"])
+                      and ys is not None and np.isfinite(ys).all())
+        if banded != self.banded:
+            self.banded = banded
+            # No contents: Qt neither asks its bounding rect nor calls paint() when painting the scene.
+            self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemHasNoContents, banded)
+            if self.layer is not None:
+                self.layer.invalidate()
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: object) -> object:  # noqa: N802 - Qt's
+        result = super().itemChange(change, value)
+        # Hidden or shown again (a click on its legend entry): the layer's image holds it or must.
+        if change == QGraphicsItem.GraphicsItemChange.ItemVisibleHasChanged and self.banded and self.layer is not None:
+            self.layer.invalidate()
+        return result
+
+    def paint(self, p: QPainter, opt: object, widget: object) -> None:  # noqa: D102 - pyqtgraph's
+        if not self.banded:
+            super().paint(p, opt, widget)
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
+        if not self.banded:
+            return super().boundingRect()
+        # The layer paints it: no pixel padding to work out (pyqtgraph's costs ~50 µs per view change).
+        (x_min, x_max), (y_min, y_max) = self.dataBounds(0), self.dataBounds(1)
+        if x_min is None or y_min is None:
+            return QRectF()
+        return QRectF(x_min, y_min, x_max - x_min, y_max - y_min)
 
     def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: object = None) -> tuple:  # noqa: N803 - Qt's name
         if frac < 1.0 or orthoRange is not None or self.opts["stepMode"] or not self.opts["pen"].isCosmetic():
@@ -155,14 +220,27 @@ class Chart(QWidget):
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setStyleSheet("font-weight: 600")
         # x_tick_pictures: shared by charts whose x axes are linked, so equal ranges draw their ticks once.
-        self.plot_widget = pg.PlotWidget(axisItems={"bottom": SharedTicksAxis("bottom", x_tick_pictures),
+        self.plot_widget = pg.PlotWidget(viewBox=BoundsViewBox(),
+                                         axisItems={"bottom": SharedTicksAxis("bottom", x_tick_pictures),
                                                     "left": SharedTicksAxis("left")})
+        # No background cache: Qt blits the cached background (the whole plot, ~300k pixels) on every repaint with a
+        # thread pool here (~2 ms a frame for four plots, mostly waiting on the threads); filling it with the
+        # background colour is a plain memory fill.
+        self.plot_widget.setCacheMode(QGraphicsView.CacheModeFlag.CacheNone)
         self.plot = self.plot_widget.getPlotItem()
-        # A GridItem, not showGrid(): the axes' own grid lines cost 4-30 ms a repaint here, a GridItem ~0.5 ms.
-        self.grid = pg.GridItem()
+        # The hidden top and right axes would follow every range change too, laying out their (empty) labels
+        # anew each time: ~0.6 ms a frame for the four charts.
+        for hidden in ("top", "right"):
+            self.plot.getAxis(hidden).unlinkFromView()
+        # A grid item, not showGrid(): the axes' own grid lines cost 4-30 ms a repaint here, a GridItem ~0.5 ms
+        # (and LightGrid, the same lines without a QPicture, ~0.2 ms).
+        self.grid = LightGrid()
         self.grid.setTextPen(None)
         self.grid.setTickSpacing(x=[None, None], y=[None, None])  # major and minor lines only: less clutter
         self.plot.addItem(self.grid, ignoreBounds=True)
+        # Added before any curve: the dense curves it paints lie below those Qt still draws (sparse, dashed, gapped).
+        self.bands = BandLayer()
+        self.plot.addItem(self.bands, ignoreBounds=True)
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", y_label, units=units)
         self.plot.setMenuEnabled(True)
@@ -202,7 +280,8 @@ class Chart(QWidget):
             # A bare PlotCurveItem: the points are already decimated and clipped to the view, and PlotDataItem
             # would copy them and re-run its own downsampling and clipping checks on every setData. Antialiasing
             # is decided per redraw (see redraw()).
-            item = DecimatedCurve(pen=pen, name=name, connect="finite", antialias=False, **options)
+            item = DecimatedCurve(pen=pen, name=name, connect="finite", antialias=False, layer=self.bands, **options)
+            self.bands.curves.append(item)
         self.plot.addItem(item)
         curve = self.curves[key] = LiveCurve(item, series)
         return curve
@@ -211,6 +290,7 @@ class Chart(QWidget):
         for curve in self.curves.values():
             self.plot.removeItem(curve.item)
         self.curves.clear()
+        self.bands.set_curves([])
         if self.legend is not None:
             self.legend.clear()
         self._drawn_range = None
@@ -252,7 +332,9 @@ class Chart(QWidget):
             if isinstance(curve.item, DecimatedCurve):
                 # Antialiased only while the points are sparse (2+ pixels apart), where a staircase would show and
                 # smoothing it costs little; a dense line covers its columns anyway and would cost 2-3x more.
-                curve.item.opts["antialias"] = xs.shape[0] * SPARSE_PX <= buckets
+                sparse = xs.shape[0] * SPARSE_PX <= buckets
+                curve.item.opts["antialias"] = sparse
+                curve.item.dense = not sparse
             curve.item.setData(xs, ys)
             curve.drawn_version = version
             curve.drawn_length = len(curve.series)
