@@ -224,9 +224,11 @@ class Series:
 
 def grouped(ufunc: np.ufunc, values: np.ndarray, groups: int, group: int) -> np.ndarray:
     """``ufunc`` over each run of ``group`` consecutive values (``values`` holds ``groups * group`` of them)."""
+    if group > 12:
+        # One reduceat pass: ~30 µs for 1,300 groups at any group size, where the column loop below costs
+        # ~1.1 µs a column and numpy's reduce along a short axis ~50 µs.
+        return ufunc.reduceat(values[: groups * group], np.arange(0, groups * group, group))
     table = values.reshape(groups, group)
-    if group > 32:
-        return ufunc.reduce(table, axis=1)
     # Column by column: numpy reduces a short axis row by row, 4x slower than a few whole-column passes.
     result = table[:, 0].copy()
     for column in range(1, group):

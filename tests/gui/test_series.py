@@ -7,7 +7,7 @@ import pytest
 
 from cluster.run_monitor import RunMonitor
 from cluster.run_status import RunStatus
-from gui.series import Buffer, RunSeries, Series
+from gui.series import Buffer, RunSeries, Series, grouped
 from tests.gui.fakes import RECORDED_3_RANKS, SyntheticRun, count_events, recorded_lines, synthetic_stream
 
 
@@ -145,3 +145,13 @@ def test_neighbouring_buckets_meet_on_the_same_side():
     assert np.all(pairs[1::2, 0] >= pairs[1::2, 1])
     joins = np.abs(np.diff(ys))[1::2]
     assert joins.mean() < 0.5 * np.abs(pairs[:, 1] - pairs[:, 0]).mean()
+
+
+@pytest.mark.parametrize("group", [1, 2, 4, 12, 13, 31, 33, 64])
+def test_grouped_equals_a_plain_reduce_for_every_group_size(group: int) -> None:
+    rng = np.random.default_rng(group)
+    values = rng.standard_normal(50 * group)
+    values[::7] = np.nan  # fmin/fmax skip NaN whichever way the groups are reduced
+    for ufunc in (np.fmin, np.fmax):
+        expected = ufunc.reduce(values.reshape(50, group), axis=1)
+        np.testing.assert_array_equal(grouped(ufunc, values, 50, group), expected)
