@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QGraphicsItem
 
-from gui.chart_bands import column_spans, composite, premultiplied_argb, widened
+from gui.chart_bands import MAX_CURVES_PER_IMAGE, band_image, column_spans, composite, widened
 from gui.rank_charts import Chart
 from gui.series import Series
 
@@ -37,10 +37,10 @@ def test_column_spans_drop_points_beyond_the_view_but_keep_the_line_into_it():
     assert top[2] == bottom[2] == 7.0
 
 
-def painted_one_by_one(tops, bottoms, colors, height, width) -> np.ndarray:
-    """The reference: each curve's spans painted over the earlier ones, pixel by pixel."""
-    image = np.zeros((height, width), dtype=np.uint32)
-    for top, bottom, color in zip(tops, bottoms, colors):
+def painted_one_by_one(tops, bottoms, height, width) -> np.ndarray:
+    """The reference: each curve's spans painted over the earlier ones, pixel by pixel (curve k as k + 1)."""
+    image = np.zeros((height, width), dtype=np.uint8)
+    for color, (top, bottom) in enumerate(zip(tops, bottoms), start=1):
         for column in range(width):
             if np.isnan(top[column]):
                 continue
@@ -50,10 +50,8 @@ def painted_one_by_one(tops, bottoms, colors, height, width) -> np.ndarray:
     return image
 
 
-@pytest.mark.parametrize("curves", [1, 3, 9, 60])  # 60: more than one pass of MAX_CURVES_PER_PASS
-def test_composite_paints_later_curves_over_earlier_ones(curves):
+def random_spans(curves: int, height: int, width: int) -> tuple[list, list]:
     rng = np.random.default_rng(curves)
-    height, width = 40, 30
     tops, bottoms = [], []
     for _ in range(curves):
         top = rng.uniform(-5, height + 5, width)
@@ -61,9 +59,30 @@ def test_composite_paints_later_curves_over_earlier_ones(curves):
         top[rng.random(width) < 0.2] = np.nan  # columns the curve does not reach
         tops.append(top)
         bottoms.append(bottom)
-    colors = [0xFF000000 | int(c) for c in rng.integers(1, 2**24, curves)]
-    np.testing.assert_array_equal(composite(tops, bottoms, colors, height, width),
-                                  painted_one_by_one(tops, bottoms, colors, height, width))
+    return tops, bottoms
+
+
+@pytest.mark.parametrize("curves", [1, 3, 9, 60, MAX_CURVES_PER_IMAGE])  # 60: more than one pass of 52 curves
+def test_composite_paints_later_curves_over_earlier_ones(curves):
+    height, width = 40, 30
+    tops, bottoms = random_spans(curves, height, width)
+    np.testing.assert_array_equal(composite(tops, bottoms, height, width),
+                                  painted_one_by_one(tops, bottoms, height, width))
+
+
+def test_composite_refuses_more_curves_than_an_image_holds():
+    tops, bottoms = random_spans(MAX_CURVES_PER_IMAGE + 1, 10, 5)
+    with pytest.raises(ValueError, match="at most 255"):
+        composite(tops, bottoms, 10, 5)
+
+
+def test_the_band_image_colours_each_curve_and_leaves_the_rest_transparent():
+    numbers = np.array([[0, 1, 2], [2, 0, 1]], dtype=np.uint8)
+    image = band_image(numbers, [pg.mkColor(255, 128, 0, 255), pg.mkColor(0, 0, 255, 128)])
+    assert image.format() == QImage.Format.Format_ARGB32_Premultiplied
+    raw = np.frombuffer(image.constBits(), np.uint32, 6).reshape(2, 3)
+    # Premultiplied: the half-transparent blue keeps half its value.
+    np.testing.assert_array_equal(raw, [[0, 0xFFFF8000, 0x80000080], [0x80000080, 0, 0xFFFF8000]])
 
 
 def test_a_wide_pen_covers_its_width_across_and_along_the_line():
@@ -73,11 +92,6 @@ def test_a_wide_pen_covers_its_width_across_and_along_the_line():
     np.testing.assert_array_equal(grown_top[1:4], [4.5, 4.5, 4.5])
     np.testing.assert_array_equal(grown_bottom[1:4], [6.5, 6.5, 6.5])
     assert grown_top[0] == grown_top[4] == 5.5
-
-
-def test_premultiplied_colors():
-    assert premultiplied_argb(pg.mkColor(255, 128, 0, 255)) == 0xFFFF8000
-    assert premultiplied_argb(pg.mkColor(255, 128, 0, 128)) == 0x80804000
 
 
 # -- in a chart --------------------------------------------------------------------------------
