@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.chart_axes import SharedTicksAxis, StepAxis
 from gui.chart_bands import BandLayer
 from gui.chart_grid import LightGrid
 from gui.chart_view import BoundsViewBox
@@ -134,47 +135,6 @@ class DecimatedCurve(pg.PlotCurveItem):
         return bounds
 
 
-class SharedTicksAxis(pg.AxisItem):
-    """An AxisItem whose drawn ticks are shared by every axis of a group showing the same range at the same size.
-
-    The four charts' x axes are linked and (with the left axes one width, ``align_left_axes``) equally wide, so
-    each view change draws their ticks once instead of four times (~1-2 ms each). The label's HTML is laid out
-    again only when its SI prefix changes, not on every range change.
-    """
-
-    def __init__(self, orientation: str, pictures: dict | None = None, **kwargs: object) -> None:
-        # Set first: AxisItem's constructor already sets a range and a label.
-        self._pictures: dict[tuple, object] = {} if pictures is None else pictures
-        self._shown_label: str | None = None
-        super().__init__(orientation, **kwargs)
-
-    def _picture_key(self) -> tuple:
-        size = self.geometry().size()
-        return (self.orientation, self.range[0], self.range[1], self.scale * self.autoSIPrefixScale,
-                round(size.width(), 2), round(size.height(), 2), self.pen().color().rgba(),
-                self.textPen().color().rgba(), self.labelString())
-
-    def paint(self, p: QPainter, opt: object, widget: object) -> None:  # noqa: D102 - pyqtgraph's
-        if self.picture is not None:
-            super().paint(p, opt, widget)
-            return
-        key = self._picture_key()
-        self.picture = self._pictures.get(key)
-        super().paint(p, opt, widget)
-        if len(self._pictures) >= 32:  # ranges seen once are never asked for again
-            self._pictures.clear()
-        self._pictures[key] = self.picture
-
-    def _updateLabel(self) -> None:  # noqa: N802 - pyqtgraph's name
-        text = self.labelString()
-        if text != self._shown_label:
-            self._shown_label = text
-            super()._updateLabel()
-            return
-        self.picture = None
-        self.update()
-
-
 def align_left_axes(charts: list[Chart], sample: str = "8888.8") -> None:
     """One width for the charts' left axes, with room for ``sample`` as a tick label: x axes line up and share ticks."""
     axes = [chart.plot.getAxis("left") for chart in charts]
@@ -221,7 +181,7 @@ class Chart(QWidget):
         self.title.setStyleSheet("font-weight: 600")
         # x_tick_pictures: shared by charts whose x axes are linked, so equal ranges draw their ticks once.
         self.plot_widget = pg.PlotWidget(viewBox=BoundsViewBox(),
-                                         axisItems={"bottom": SharedTicksAxis("bottom", x_tick_pictures),
+                                         axisItems={"bottom": StepAxis("bottom", x_tick_pictures),
                                                     "left": SharedTicksAxis("left")})
         # No background cache: Qt blits the cached background (the whole plot, ~300k pixels) on every repaint with a
         # thread pool here (~2 ms a frame for four plots, mostly waiting on the threads); filling it with the
@@ -555,5 +515,5 @@ class RankCharts(QWidget):
             chart.apply_palette(self.palette())
 
 
-__all__ = ["Chart", "DecimatedCurve", "LiveCurve", "RankCharts", "SharedTicksAxis", "SLOWEST_MIN_EXCESS",
+__all__ = ["Chart", "DecimatedCurve", "LiveCurve", "RankCharts", "SLOWEST_MIN_EXCESS",
            "align_left_axes", "rank_color"]
