@@ -81,6 +81,23 @@ class DecimatedCurve(pg.PlotCurveItem):
         if self.banded and self.layer is not None:
             self.layer.invalidate()
 
+    def set_points(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """``setData(xs, ys)`` for two 1-D float arrays of one length, without pyqtgraph's handling of every other
+        kind of argument (a third of the cost, for ~40 curves a frame)."""
+        self.yData, self.xData = ys, xs
+        self.invalidateBounds()
+        self.prepareGeometryChange()
+        self.informViewBoundsChanged()
+        self.path = self.fillPath = self._fillPathList = self._mouseShape = None
+        self._lineSegmentsRendered = False
+        self._sync_banded()
+        if self.banded:
+            if self.layer is not None:
+                self.layer.invalidate()
+        else:
+            self.update()
+        self.sigPlotChanged.emit(self)
+
     def setPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
         super().setPen(*args, **kwargs)
         self._sync_banded()
@@ -295,7 +312,9 @@ class Chart(QWidget):
                 sparse = xs.shape[0] * SPARSE_PX <= buckets
                 curve.item.opts["antialias"] = sparse
                 curve.item.dense = not sparse
-            curve.item.setData(xs, ys)
+                curve.item.set_points(xs, ys)
+            else:
+                curve.item.setData(xs, ys)
             curve.drawn_version = version
             curve.drawn_length = len(curve.series)
             updated += 1

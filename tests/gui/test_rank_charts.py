@@ -150,6 +150,35 @@ def test_curve_bounds_match_pyqtgraph_and_skip_gaps():
     assert ours.dataBounds(1) == (-2.0, 8.0)
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_set_points_leaves_a_curve_as_set_data_does(qtbot, dense):
+    import pyqtgraph as pg
+
+    from gui.chart_bands import BandLayer
+    from gui.rank_charts import DecimatedCurve
+
+    xs = np.arange(1.0, 2001.0)
+    ys = np.sin(xs / 100)
+    ys[::50] = 5.0
+    quick, full = (DecimatedCurve(pen=pg.mkPen("r"), layer=BandLayer()) for _ in range(2))
+    for item in (quick, full):
+        item.dense = dense
+        item.setData(np.array([0.0, 1.0]), np.array([1.0, 2.0]))  # earlier points, bounds asked once
+        item.dataBounds(1)
+        item.path = item.generatePath(*item.getData())
+    changed = []
+    quick.sigPlotChanged.connect(changed.append)
+    quick.set_points(xs, ys)
+    full.setData(xs, ys)
+    assert changed == [quick]
+    assert quick.banded == full.banded == dense
+    assert quick.path is None and quick.layer._key is None
+    for axis in (0, 1):
+        assert quick.dataBounds(axis) == full.dataBounds(axis)
+    assert quick.boundingRect() == full.boundingRect()
+    np.testing.assert_array_equal(quick.getData()[1], ys)
+
+
 def test_sparse_curves_are_antialiased_and_dense_ones_are_not(charts):
     # Antialiasing a dense decimated line multiplies its paint cost for no visible gain; a sparse one shows
     # a staircase without it, and smoothing it costs little.
