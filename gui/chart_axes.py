@@ -13,39 +13,71 @@ from __future__ import annotations
 import math
 
 import pyqtgraph as pg
-from PySide6.QtGui import QPainter
+from pyqtgraph import debug
+from PySide6.QtGui import QImage, QPainter, QTransform
 
 
 class SharedTicksAxis(pg.AxisItem):
     """An AxisItem whose drawn ticks are shared by every axis of a group showing the same range at the same size.
 
     The four charts' x axes are linked and (with the left axes one width, ``align_left_axes``) equally wide, so
-    each view change draws their ticks once instead of four times (~1-2 ms each). The label's HTML is laid out
-    again only when its SI prefix changes, not on every range change.
+    each view change draws their ticks once instead of four times (~0.5-1 ms each). They are kept as an image,
+    not as pyqtgraph's QPicture: replaying a picture lays its texts out again (~0.1 ms an axis and repaint),
+    an image is one copy. The label's HTML is laid out again only when its text changes, not on every range change.
     """
 
     def __init__(self, orientation: str, pictures: dict | None = None, **kwargs: object) -> None:
         # Set first: AxisItem's constructor already sets a range and a label.
-        self._pictures: dict[tuple, object] = {} if pictures is None else pictures
+        self._pictures: dict[tuple, QImage] = {} if pictures is None else pictures
         self._shown_label: str | None = None
         super().__init__(orientation, **kwargs)
 
-    def _picture_key(self) -> tuple:
+    def _picture_key(self, ratio: float) -> tuple:
         size = self.geometry().size()
         return (self.orientation, self.range[0], self.range[1], self.scale * self.autoSIPrefixScale,
                 round(size.width(), 2), round(size.height(), 2), self.pen().color().rgba(),
-                self.textPen().color().rgba(), self.labelString())
+                self.textPen().color().rgba(), self.labelString(), ratio)
 
+    @debug.warnOnException  # an exception escaping paint() takes PySide6 down: logged instead
     def paint(self, p: QPainter, opt: object, widget: object) -> None:  # noqa: D102 - pyqtgraph's
-        if self.picture is not None:
-            super().paint(p, opt, widget)
+        device = p.device()
+        if device is None or p.worldTransform().type().value > QTransform.TransformationType.TxTranslate.value:
+            super().paint(p, opt, widget)  # scaled (an export at another resolution): drawn as vectors
             return
-        key = self._picture_key()
-        self.picture = self._pictures.get(key)
-        super().paint(p, opt, widget)
-        if len(self._pictures) >= 32:  # ranges seen once are never asked for again
-            self._pictures.clear()
-        self._pictures[key] = self.picture
+        ratio = device.devicePixelRatioF()
+        key = self._picture_key(ratio)
+        image = self._pictures.get(key)
+        rect = self.boundingRect()
+        if image is None:
+            image = QImage(math.ceil(rect.width() * ratio), math.ceil(rect.height() * ratio),
+                           QImage.Format.Format_ARGB32_Premultiplied)
+            image.setDevicePixelRatio(ratio)
+            image.fill(0)
+            painter = QPainter(image)
+            painter.translate(-rect.left(), -rect.top())
+            self.picture = None  # pyqtgraph's own drawing, made again for this range
+            super().paint(painter, opt, widget)
+            painter.end()
+            if len(self._pictures) >= 32:  # ranges seen once are never asked for again
+                self._pictures.clear()
+            self._pictures[key] = image
+        p.drawImage(rect.topLeft(), image)
+
+    def setStyle(self, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setStyle(**kwargs)
+        self._pictures.clear()  # a look the key does not hold
+
+    def setTickFont(self, font: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTickFont(font)
+        self._pictures.clear()
+
+    def setTicks(self, ticks: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTicks(ticks)
+        self._pictures.clear()
+
+    def setTickSpacing(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTickSpacing(*args, **kwargs)
+        self._pictures.clear()
 
     def _updateLabel(self) -> None:  # noqa: N802 - pyqtgraph's name
         text = self.labelString()

@@ -204,6 +204,10 @@ class Chart(QWidget):
         # thread pool here (~2 ms a frame for four plots, mostly waiting on the threads); filling it with the
         # background colour is a plain memory fill.
         self.plot_widget.setCacheMode(QGraphicsView.CacheModeFlag.CacheNone)
+        # One rectangle around what changed, not pyqtgraph's minimal region: a live chart changes nearly all of its
+        # view each frame anyway, and every image drawn under a region of many rectangles is clipped row by row
+        # against it (a left axis ~90 µs instead of ~3 µs; ~0.5 ms a frame for the four charts).
+        self.plot_widget.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.BoundingRectViewportUpdate)
         self.plot = self.plot_widget.getPlotItem()
         # The hidden top and right axes would follow every range change too, laying out their (empty) labels
         # anew each time: ~0.6 ms a frame for the four charts.
