@@ -155,3 +155,94 @@ def test_grouped_equals_a_plain_reduce_for_every_group_size(group: int) -> None:
     for ufunc in (np.fmin, np.fmax):
         expected = ufunc.reduce(values.reshape(50, group), axis=1)
         np.testing.assert_array_equal(grouped(ufunc, values, 50, group), expected)
+
+
+def reference_decimated(series: Series, x_min, x_max, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """decimated() written plainly, a bucket at a time, straight from the points (no pyramid, no cache)."""
+    x, y = series.x, series.y
+    start, stop = series.index_range(x_min, x_max)
+    count = stop - start
+    if count <= 2 * buckets:
+        return x[start:stop], y[start:stop]
+    per_bucket = count / buckets
+    level, levels = 0, 0
+    while 16 ** (levels + 1) <= len(series):
+        levels += 1
+    while level < levels and 16 ** (level + 1) * 4 <= per_bucket:
+        level += 1
+    block = 16**level
+    group = max(1, int(per_bucket // block))
+    first = -(-start // block)
+    core_end = first + max(0, (min(stop // block, len(series) // block) - first) // group) * group
+    edges = [start] if first * block > start else []
+    edges += list(range(first * block, core_end * block, group * block))
+    if stop > max(start, core_end * block):
+        edges.append(max(start, core_end * block))
+    edges.append(stop)
+    xs, ys = [], []
+    for bucket, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        low, high = np.fmin.reduce(y[lo:hi]), np.fmax.reduce(y[lo:hi])
+        xs += [x[lo], x[lo]]
+        ys += [high, low] if bucket % 2 else [low, high]
+    keep = [i in (0, len(ys) - 1) or not ys[i - 1] == ys[i] == ys[i + 1] for i in range(len(ys))]
+    return np.array(xs)[keep], np.array(ys)[keep]
+
+
+def noisy_with_flats(count: int, seed: int) -> np.ndarray:
+    """Noise with flat stretches, NaN gaps and a few spikes: every branch of the decimation has work."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=count).round(1)
+    for lo in rng.integers(0, count, 6):
+        y[lo : lo + rng.integers(50, 3000)] = 3.0
+    y[rng.integers(0, count, 20)] = np.nan
+    y[rng.integers(0, count, 3)] = [40.0, -40.0, 25.0]
+    return y
+
+
+def assert_same_points(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray]) -> None:
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("count", [700, 5_000, 70_001, 300_000])
+@pytest.mark.parametrize("buckets", [13, 97, 626])
+def test_decimation_equals_the_plain_bucket_by_bucket_reduction(count: int, buckets: int) -> None:
+    x = np.arange(1, count + 1, dtype=float)
+    y = noisy_with_flats(count, count + buckets)
+    series = Series()
+    series.extend(x, y)
+    windows = [(None, None), (None, count / 2), (-5.0, count * 2), (count / 3, count / 3 + count / 81)]
+    windows += [(count / 3, count / 3 + count / width) for width in (4, 9, 16, 25, 36, 49, 64)]
+    for low, high in windows:
+        assert_same_points(series.decimated(low, high, buckets), reference_decimated(series, low, high, buckets))
+
+
+def test_following_a_growing_run_reuses_its_groups_and_matches_a_fresh_series() -> None:
+    # A live run: one point per frame, the whole run redrawn each time. Crosses block completions (every 16
+    # points), group size changes (every 320 points at 20 buckets) and a level change (at 20,480 points);
+    # zoomed views and other bucket counts in between must not leave a stale cache behind.
+    count = 24_000
+    x = np.arange(1, count + 1, dtype=float)
+    y = noisy_with_flats(count, 7)
+    series = Series()
+    series.extend(x[:1_000], y[:1_000])
+    checked = 0
+    for n in range(1_000, count + 1):
+        if n > 1_000:
+            series.append(x[n - 1], y[n - 1])
+        if 3_000 < n < 20_300 and n % 97:
+            continue  # between the interesting stretches: one check in 97
+        got = series.decimated(None, None, 20)
+        fresh = Series()
+        fresh.extend(x[:n], y[:n])
+        assert_same_points(got, fresh.decimated(None, None, 20))
+        assert_same_points(got, reference_decimated(fresh, None, None, 20))
+        if n % 5 == 0:
+            series.decimated(n / 4, n / 2, 20)
+        if n % 7 == 0:
+            series.decimated(None, None, 31)
+        if n % 11 == 0:
+            # From the first point but not to the end: the cached groups' prefix.
+            assert_same_points(series.decimated(None, n / 2, 20), reference_decimated(fresh, None, n / 2, 20))
+        checked += 1
+    assert checked > 5_000
