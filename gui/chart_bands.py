@@ -91,7 +91,7 @@ def composite(tops: Sequence[np.ndarray] | np.ndarray, bottoms: Sequence[np.ndar
     Per column the spans' ends cut the column into runs. Sorted, each cut adds (a span's first row) or removes
     (its end) its curve's bit, so a running sum gives the curves covering each run, and its highest bit (the
     float exponent) the curve on top. The runs' curve numbers are expanded with one ``np.repeat``, column by
-    column, and transposed; Qt turns numbers into colours (``band_image``), 3x faster than a numpy lookup.
+    column, and transposed; Qt turns numbers into colours (``band_strips``), 3x faster than a numpy lookup.
     """
     count = len(tops)
     if count > MAX_CURVES_PER_IMAGE:
@@ -130,13 +130,25 @@ def composite(tops: Sequence[np.ndarray] | np.ndarray, bottoms: Sequence[np.ndar
     return np.ascontiguousarray(by_column.T)
 
 
-def band_image(curve_numbers: np.ndarray, colors: Sequence[QColor]) -> QImage:
-    """The image ``composite`` describes: curve k + 1 in ``colors[k]``, transparent at 0 (a copy that owns its pixels)."""
+# Qt converts an image of 2**17 pixels or more on its GUI thread pool: waking those threads from a paint costs
+# ~200 µs a chart here, several times the conversion itself (~70 µs on this thread). Strips stay below.
+MAX_STRIP_PIXELS = (1 << 17) - 1
+
+
+def band_strips(curve_numbers: np.ndarray, colors: Sequence[QColor]) -> list[tuple[int, QImage]]:
+    """The image ``composite`` describes, as (first row, image) strips: curve k + 1 in ``colors[k]``, transparent
+    at 0. Each image owns its pixels."""
     height, width = curve_numbers.shape
-    indexed = QImage(curve_numbers.data, width, height, width, QImage.Format.Format_Indexed8)
-    indexed.setColorTable([0] + [color.rgba() for color in colors])
-    # Converted once, here: the raster engine converts an indexed image on every repaint (~10x slower to draw).
-    return indexed.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
+    table = [0] + [color.rgba() for color in colors]
+    rows = max(1, MAX_STRIP_PIXELS // max(1, width))
+    strips = []
+    for first in range(0, height, rows):
+        part = curve_numbers[first : first + rows]
+        indexed = QImage(part.data, width, part.shape[0], width, QImage.Format.Format_Indexed8)
+        indexed.setColorTable(table)
+        # Converted once, here: the raster engine converts an indexed image on every repaint (~10x slower to draw).
+        strips.append((first, indexed.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)))
+    return strips
 
 
 class BandLayer(pg.UIGraphicsItem):
@@ -150,9 +162,8 @@ class BandLayer(pg.UIGraphicsItem):
     def __init__(self) -> None:
         super().__init__()
         self.curves: list[pg.PlotCurveItem] = []  # the plot's curves that may be banded, in drawing order
-        self._images: list[QImage] = []
+        self._images: list[tuple[QPointF, QImage]] = []  # strips of the image and where each goes
         self._key: tuple | None = None
-        self._origin = QPointF()
         self.renders = 0  # how many images were made (what a test checks)
 
     def set_curves(self, curves: list[pg.PlotCurveItem]) -> None:
@@ -186,8 +197,8 @@ class BandLayer(pg.UIGraphicsItem):
         if self._images:
             p.save()
             p.resetTransform()
-            for image in self._images:
-                p.drawImage(self._origin, image)
+            for origin, image in self._images:
+                p.drawImage(origin, image)
             p.restore()
 
     def _render(self, device: QTransform, area: QRectF, ratio: float) -> None:
@@ -227,12 +238,11 @@ class BandLayer(pg.UIGraphicsItem):
         rows = end - first
         for first_curve in range(0, len(colors), MAX_CURVES_PER_IMAGE):
             chunk = slice(first_curve, first_curve + MAX_CURVES_PER_IMAGE)
-            image = band_image(composite(top[chunk], bottom[chunk], rows, width), colors[chunk])
-            image.setDevicePixelRatio(ratio)
-            self._images.append(image)
-        # resetTransform() leaves the painter in logical pixels: device pixels divided by the ratio.
-        self._origin = QPointF(col0 / ratio, (row0 + first) / ratio)
+            for row, image in band_strips(composite(top[chunk], bottom[chunk], rows, width), colors[chunk]):
+                image.setDevicePixelRatio(ratio)
+                # resetTransform() leaves the painter in logical pixels: device pixels divided by the ratio.
+                self._images.append((QPointF(col0 / ratio, (row0 + first + row) / ratio), image))
         self.renders += 1
 
 
-__all__ = ["BandLayer", "band_image", "column_spans", "composite", "many_column_spans", "widened"]
+__all__ = ["BandLayer", "band_strips", "column_spans", "composite", "many_column_spans", "widened"]

@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QGraphicsItem
 
-from gui.chart_bands import MAX_CURVES_PER_IMAGE, band_image, column_spans, composite, widened
+from gui.chart_bands import MAX_CURVES_PER_IMAGE, MAX_STRIP_PIXELS, band_strips, column_spans, composite, widened
 from gui.rank_charts import Chart
 from gui.series import Series
 
@@ -78,20 +78,20 @@ def test_composite_refuses_more_curves_than_an_image_holds():
 
 def test_the_band_image_colours_each_curve_and_leaves_the_rest_transparent():
     numbers = np.array([[0, 1, 2], [2, 0, 1]], dtype=np.uint8)
-    image = band_image(numbers, [pg.mkColor(255, 128, 0, 255), pg.mkColor(0, 0, 255, 128)])
-    assert image.format() == QImage.Format.Format_ARGB32_Premultiplied
+    [(row, image)] = band_strips(numbers, [pg.mkColor(255, 128, 0, 255), pg.mkColor(0, 0, 255, 128)])
+    assert row == 0 and image.format() == QImage.Format.Format_ARGB32_Premultiplied
     raw = np.frombuffer(image.constBits(), np.uint32, 6).reshape(2, 3)
     # Premultiplied: the half-transparent blue keeps half its value.
     np.testing.assert_array_equal(raw, [[0, 0xFFFF8000, 0x80000080], [0x80000080, 0, 0xFFFF8000]])
 
 
-def test_a_wide_pen_covers_its_width_across_and_along_the_line():
-    top = np.array([np.nan, 5.5, 5.5, 5.5, np.nan])
-    grown_top, grown_bottom = widened(top, top.copy(), 3)
-    # Three rows (4.5 .. 6.5) where the line is, and its ends reach one column further.
-    np.testing.assert_array_equal(grown_top[1:4], [4.5, 4.5, 4.5])
-    np.testing.assert_array_equal(grown_bottom[1:4], [6.5, 6.5, 6.5])
-    assert grown_top[0] == grown_top[4] == 5.5
+def test_a_large_band_image_comes_in_strips_small_enough_for_one_thread():
+    numbers = np.random.default_rng(0).integers(0, 3, (700, 1000)).astype(np.uint8)
+    strips = band_strips(numbers, [pg.mkColor("r"), pg.mkColor("b")])
+    assert len(strips) == 6 and all(image.width() * image.height() <= MAX_STRIP_PIXELS for _, image in strips)
+    joined = np.vstack([pixels(image) for _, image in strips])
+    assert [row for row, _ in strips] == list(range(0, 700, 131))
+    np.testing.assert_array_equal(joined, np.array([0, 0xFFFF0000, 0xFF0000FF], dtype=np.uint32)[numbers])
 
 
 # -- in a chart --------------------------------------------------------------------------------
