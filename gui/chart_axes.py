@@ -55,8 +55,12 @@ class SharedTicksAxis(pg.AxisItem):
             image.fill(0)
             painter = QPainter(image)
             painter.translate(-rect.left(), -rect.top())
-            self.picture = None  # pyqtgraph's own drawing, made again for this range
-            super().paint(painter, opt, widget)
+            # What AxisItem.paint does, drawn straight into the image instead of recorded into a QPicture first.
+            if self.style["tickFont"]:
+                painter.setFont(self.style["tickFont"])
+            specs = self.generateDrawSpecs(painter)
+            if specs is not None:
+                self.drawPicture(painter, *specs)
             painter.end()
             if len(self._pictures) >= 32:  # ranges seen once are never asked for again
                 self._pictures.clear()
