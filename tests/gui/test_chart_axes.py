@@ -46,3 +46,50 @@ def test_a_million_steps_keep_the_label_step_and_ticks_in_millions(qtbot):
     charts.loss.plot.setXRange(10_000, 20_000, padding=0)
     charts.redraw()
     assert axis.labelString() == label
+
+
+def spec_values(specs) -> tuple:
+    """Drawing specs as plain values (pens by colour and width, points and rects by coordinates)."""
+    axis, ticks, texts = specs
+
+    def point(at) -> tuple:
+        return round(at.x(), 9), round(at.y(), 9)
+
+    return ((axis[0].color().rgba(), point(axis[1]), point(axis[2])),
+            [(pen.color().rgba(), pen.widthF(), point(a), point(b)) for pen, a, b in ticks],
+            [((round(r.x(), 9), round(r.y(), 9), round(r.width(), 9), round(r.height(), 9)), int(flags), text)
+             for r, flags, text in texts])
+
+
+@pytest.mark.parametrize("orientation", ["left", "bottom"])
+def test_the_lean_tick_drawing_specs_equal_pyqtgraphs(qtbot, orientation):
+    import pyqtgraph as pg
+    from PySide6.QtGui import QImage, QPainter
+
+    charts = RankCharts()
+    charts.resize(1200, 800)
+    qtbot.addWidget(charts)
+    charts.show()
+    series = RunSeries(rank_nodes=["node1"])
+    series.rank(0)["loss"].extend(np.arange(1.0, 5001.0), np.linspace(3, 1, 5000))
+    charts.set_run(series)
+    charts.redraw()
+    qtbot.wait(10)
+    axis = charts.loss.plot.getAxis(orientation)
+    image = QImage(10, 10, QImage.Format.Format_ARGB32_Premultiplied)
+    painter = QPainter(image)
+    rng = np.random.default_rng(1)
+    texts = 0
+    try:
+        for _ in range(300):
+            low = float(rng.choice([0.0, -1.0, 1e-3, 7.0, 1e5, 3e6])) * rng.uniform(0.5, 2)
+            width = float(rng.choice([1e-3, 0.37, 5.0, 120.0, 4e4, 2e6])) * rng.uniform(0.5, 2)
+            axis.setRange(low, low + width)
+            size = axis.geometry().height() if orientation == "left" else axis.geometry().width()
+            assert axis.tickValues(low, low + width, size) == pg.AxisItem.tickValues(axis, low, low + width, size)
+            ours = spec_values(axis.generateDrawSpecs(painter))
+            assert ours == spec_values(pg.AxisItem.generateDrawSpecs(axis, painter))
+            texts += len(ours[2])
+    finally:
+        painter.end()
+    assert texts > 300 * 3  # labelled ticks were compared, not only empty axes
