@@ -345,6 +345,9 @@ class Chart(QWidget):
             self.plot.getAxis(axis).setTextPen(pg.mkPen(text))
         if self.legend is not None:
             self.legend.setLabelTextColor(text)
+            # setLabelTextColor only records the colour: entries already shown keep theirs until laid out again.
+            for _sample, label in self.legend.items:
+                label.setText(label.text)
             # Opaque: a translucent box costs Qt ~2-4 ms to blend on every repaint of the plot here (an opaque one
             # ~0.01 ms), and the box sits in a corner where it hides only a little of the curves.
             self.legend.setBrush(pg.mkBrush(background))

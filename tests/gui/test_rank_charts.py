@@ -135,6 +135,24 @@ def test_ranks_and_nodes_appearing_later_get_curves(charts):
     assert list(charts.node_ram.curves) == ["node:b"]
 
 
+def test_legend_entries_shown_before_a_switch_to_dark_take_the_dark_text_colour(charts):
+    from PySide6.QtGui import QColor, QPalette
+
+    series = filled_series(ranks=2, steps=100)
+    series.add(NodeEvent(rank=0, time=0.0, host="node1", ram_used_bytes=5, ram_total_bytes=10))
+    charts.set_run(series)
+    charts.redraw()
+    dark = QPalette(charts.palette())
+    for role, color in ((QPalette.ColorRole.Base, "#202020"), (QPalette.ColorRole.Text, "#eeeeee"),
+                        (QPalette.ColorRole.Window, "#2a2a2a"), (QPalette.ColorRole.WindowText, "#eeeeee")):
+        dark.setColor(role, QColor(color))
+    charts.setPalette(dark)
+    charts.redraw()
+    for chart in (charts.loss, charts.node_ram):
+        labels = [label for _, label in chart.legend.items]
+        assert labels and all("color:#eeeeee" in label.item.toHtml() for label in labels), chart.title.text()
+
+
 def test_curve_bounds_match_pyqtgraph_and_skip_gaps():
     import pyqtgraph as pg
 
