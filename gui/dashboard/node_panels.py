@@ -59,7 +59,11 @@ class NodePanel(QWidget):
             self.ram.setFormat(f"RAM {format_bytes(used)} of {format_bytes(total)} ({used / total:.0%})")
         elif used is not None:
             self.ram.setFormat(f"RAM {format_bytes(used)}")
-        return self.chart.redraw()
+        updated = self.chart.redraw()
+        if updated:
+            # The auto-range now, as RankCharts does: left to the paint it changes the axes mid-paint, which paints twice.
+            self.chart.view.prepareForPaint()
+        return updated
 
 
 class NodePanels(QScrollArea):

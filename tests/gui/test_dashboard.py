@@ -111,6 +111,8 @@ def test_eight_rank_run_flags_the_slowest_rank(qtbot, open_dashboard):
     assert panels["node3"].chart.points("rank:5") == 300
     assert "RAM 4.5 GB of 16.0 GB (28%)" == panels["node3"].ram.format()
     assert "rank 5 slowest" in panels["node3"].chart.title.text()
+    # Auto-ranged when redrawn, not in the middle of the next paint (which would then paint twice).
+    assert not any(panel.chart.view._autoRangeNeedsUpdate for panel in panels.values())
 
 
 def test_log_filter_and_error_highlighting(qtbot, open_dashboard):
