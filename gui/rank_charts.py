@@ -73,6 +73,8 @@ class DecimatedCurve(pg.PlotCurveItem):
         self.layer = layer
         self.dense = False
         self.banded = False
+        # Points at this x are drawn but left out of the y auto-range (the run's first step time: see RankCharts).
+        self.range_skips_x: float | None = None
         super().__init__(*args, **kwargs)
 
     def setData(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
@@ -145,6 +147,10 @@ class DecimatedCurve(pg.PlotCurveItem):
         if ax == 0:
             bounds = float(data[0]), float(data[-1])
         else:
+            xs = self.xData
+            if self.range_skips_x is not None and xs[0] == self.range_skips_x:
+                kept = data[int(xs.searchsorted(xs[0], side="right")):]
+                data = kept if kept.shape[0] else data
             bounds = float(np.fmin.reduce(data)), float(np.fmax.reduce(data))
             if math.isinf(bounds[0]) or math.isinf(bounds[1]):
                 return super().dataBounds(ax, frac, orthoRange)
@@ -473,13 +479,32 @@ class RankCharts(QWidget):
         self._sync_curves()
         updated = sum(chart.redraw() for chart in self.charts.values())
         if updated:
+            self._skip_first_step_time()
             self._update_slowest()
             # Auto-range now, not when the views paint: pyqtgraph would otherwise change the ranges (and so the
             # axes) in the middle of the paint, and every view would paint twice. The loss chart first: the
             # others' x follows it.
             for chart in self.charts.values():
                 chart.view.prepareForPaint()
+            self._show_speed_title()
         return updated
+
+    def _skip_first_step_time(self) -> None:
+        """Leave each rank's first step out of the step-time chart's auto-range.
+
+        A run's first step compiles and allocates: 40 s against 0.5 s for the next ones here, which flattened
+        every later step onto the axis. It is still drawn (a line off the top) and the title gives its time.
+        """
+        for rank in range(self._world_size):
+            curve = self.speed.curves.get(f"rank:{rank}")
+            if curve is None:
+                continue
+            series = curve.series
+            skip = float(series.x[0]) if self.speed_metric == "step_time_s" and len(series) > 1 else None
+            if curve.item.range_skips_x != skip:
+                curve.item.range_skips_x = skip
+                curve.item.invalidateBounds()
+                curve.item.informViewBoundsChanged()
 
     def _update_slowest(self) -> None:
         slowest = self.series.slowest_rank()
@@ -491,11 +516,32 @@ class RankCharts(QWidget):
         if changed:
             self.slowest_changed.emit(slowest)
 
-    def _show_slowest(self, slowest: SlowestRank | None, *, restyle: bool = True) -> None:
+    def _show_speed_title(self) -> None:
         title = self.SPEED_METRICS[self.speed_metric][0]
+        slowest = self.slowest
         if slowest is not None:
             title += f" · slowest: rank {slowest.rank} (+{slowest.excess:.0%} step time)"
-        self.speed.title.setText(title)
+        first = self._first_step_off_scale()
+        if first is not None:
+            step, seconds = first
+            title += f" · step {step:g} ({seconds:.3g} s) off the scale"
+        if self.speed.title.text() != title:
+            self.speed.title.setText(title)
+
+    def _first_step_off_scale(self) -> tuple[float, float] | None:
+        """(step, seconds) of the slowest first step when it lies above the step-time chart's view."""
+        if self.speed_metric != "step_time_s":
+            return None
+        top = self.speed.view.viewRange()[1][1]
+        firsts = [(float(curve.series.y[0]), float(curve.series.x[0])) for key, curve in self.speed.curves.items()
+                  if key.startswith("rank:") and curve.item.range_skips_x is not None and curve.item.isVisible()]
+        if not firsts:
+            return None
+        seconds, step = max(firsts)
+        return (step, seconds) if seconds > top else None
+
+    def _show_slowest(self, slowest: SlowestRank | None, *, restyle: bool = True) -> None:
+        self._show_speed_title()
         if not restyle:
             return
         # The slowest rank's speed curve is drawn thick, and its legend entry says so.

@@ -153,6 +153,30 @@ def test_legend_entries_shown_before_a_switch_to_dark_take_the_dark_text_colour(
         assert labels and all("color:#eeeeee" in label.item.toHtml() for label in labels), chart.title.text()
 
 
+def test_the_first_steps_compile_time_does_not_flatten_the_step_time_chart(charts):
+    series = filled_series(ranks=3, steps=50, slow_rank=None)
+    for rank in range(3):
+        series.rank(rank)["step_time_s"].y[0] = 40.0 + rank  # compiling: seconds, against 0.1 s after
+    charts.set_run(series)
+    charts.redraw()
+    low, high = charts.speed.view.viewRange()[1]
+    assert high < 1.0, (low, high)  # the steady steps fill the chart
+    assert "step 1 (42 s) off the scale" in charts.speed.title.text()
+    # Still drawn: the line runs off the top of the view.
+    assert charts.speed.curves["rank:2"].item.getData()[1][0] == 42.0
+    # Tokens/s has no such outlier on top: the whole range, no note.
+    charts.speed_choice.setCurrentIndex(charts.speed_choice.findData("tokens_per_s"))
+    charts.redraw()
+    assert "off the scale" not in charts.speed.title.text()
+    assert all(curve.item.range_skips_x is None for curve in charts.speed.curves.values())
+
+
+def test_a_first_step_as_fast_as_the_others_gets_no_note(charts):
+    charts.set_run(filled_series(ranks=2, steps=50, slow_rank=None))
+    charts.redraw()
+    assert "off the scale" not in charts.speed.title.text()
+
+
 def test_curve_bounds_match_pyqtgraph_and_skip_gaps():
     import pyqtgraph as pg
 
