@@ -144,7 +144,10 @@ def time_frames(redraw, counter: PaintCounter, views, series, frames: int, step0
         for rank in range(RANKS):
             metrics = series.ranks[rank]
             for name in ("loss", "mlx_active_bytes", "mlx_peak_bytes", "step_time_s"):
-                metrics[name].append(step, 1.0)
+                # A value like the run's own (one of its earlier points): a constant 1.0 dragged memory to zero and
+                # step time 10x up every frame, so each follow frame stretched the y axes as no run does.
+                earlier = metrics[name].y
+                metrics[name].append(step, float(earlier[(step * 7919) % earlier.shape[0]]))
         views(frame)
         redraw()
         # Until the event loop is idle: a paint can post more work (a layout that changed) and another paint.
