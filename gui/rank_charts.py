@@ -297,7 +297,10 @@ class Chart(QWidget):
 
     def visible_range(self) -> tuple[float | None, float | None, int]:
         """(x_min, x_max, buckets): everything while the x axis follows the data, else what is in view."""
-        buckets = max(MIN_BUCKETS, int(self.view.width()) or 0)
+        # A bucket per device pixel column: on a 2x (Retina) screen a bucket per logical pixel leaves every other
+        # column of a dense band with only the thin line between buckets (stripes).
+        ratio = self.plot_widget.devicePixelRatioF() or 1.0
+        buckets = max(MIN_BUCKETS, int(self.view.width() * ratio) or 0)
         # A linked chart's own x auto-range is off (pyqtgraph copies the source's range into it), but while the
         # source follows the run it shows the whole run too: no new decimation each time the run grows a step.
         if self.x_source.view.autoRangeEnabled()[0]:

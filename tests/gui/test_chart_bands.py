@@ -219,3 +219,31 @@ def test_hiding_a_banded_curve_takes_it_out_of_the_image(chart, qtbot):
     assert (hidden == 0xFF2828C8).sum() == 0
     assert (hidden == 0xFFC82828).sum() > 5000
     assert chart.bands.renders == made + 1
+
+
+def test_on_a_2x_screen_a_dense_band_has_no_stripes(qtbot, monkeypatch):
+    # What a Retina display does: the band is rendered in device pixels, twice as many columns as logical ones.
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QPainter
+
+    widget = Chart("Loss", "loss")
+    widget.resize(700, 420)
+    qtbot.addWidget(widget)
+    widget.show()
+    monkeypatch.setattr(widget.plot_widget, "devicePixelRatioF", lambda: 2.0)
+    widget.add_curve("a", noisy(200_000), pg.mkPen((200, 40, 40)))
+    widget.redraw()
+    widget.view.prepareForPaint()
+    qtbot.wait(1)
+    image = QImage(1400, 840, QImage.Format.Format_ARGB32_Premultiplied)
+    image.setDevicePixelRatio(2.0)
+    image.fill(0)
+    painter = QPainter(image)
+    widget.plot_widget.render(painter, QRectF(0, 0, 700, 420))  # in logical pixels: the image's own size
+    painter.end()
+    ours = pixels(image) == 0xFFC82828
+    columns = ours.sum(axis=0)
+    band = columns[columns > 0]
+    # Noisy data: every device column of the band is a full stroke; a stripe is a column of only a few pixels.
+    assert band.size > 1000
+    assert (band < 0.25 * np.median(band)).mean() < 0.01
