@@ -15,7 +15,7 @@
 (c) Parsing: ``trainer.events.parse_line`` on recorded step lines (goal ≥ 200k lines/s), and the whole
     ingest path: mpirun tag reassembly + parse + run status + series append (reported).
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python -m bench.bench_gui [--points 1000000] [--frames 40] [--lag-s 20]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m bench.bench_gui [--points 1000000] [--frames 100] [--lag-s 20]
 """
 
 from __future__ import annotations
@@ -401,7 +401,7 @@ def bench_parse(lines_total: int) -> list[tuple]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
-    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--lag-s", type=float, default=20.0)
     parser.add_argument("--history-steps", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=50)

@@ -11,11 +11,18 @@ label "step" and writes the ticks as 250k or 1.2M.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import pyqtgraph as pg
 from pyqtgraph import debug
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QTransform
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen, QTransform
+
+# Tick images kept per group of axes (a range, a size, a look each): the ones in view and a few recent.
+MAX_TICK_IMAGES = 32
+# Devices the ticks are drawn on as an image: a widget, an image, a pixmap. Anything else (SVG, a printer, a
+# recorded QPicture) gets pyqtgraph's vector drawing.
+RASTER_DEVICES = {1, 2, 3}  # Qt's QInternal::Widget, Pixmap, Image (QPaintDevice.devType())
 
 
 class SharedTicksAxis(pg.AxisItem):
@@ -27,30 +34,80 @@ class SharedTicksAxis(pg.AxisItem):
     an image is one copy. The label's HTML is laid out again only when its text changes, not on every range change.
     """
 
-    def __init__(self, orientation: str, pictures: dict | None = None, **kwargs: object) -> None:
-        # Set first: AxisItem's constructor already sets a range and a label.
-        self._pictures: dict[tuple, QImage] = {} if pictures is None else pictures
+    def __init__(self, orientation: str, tick_images: OrderedDict | None = None, **kwargs: object) -> None:
+        # Set first: AxisItem's constructor already sets a range, a label and a style.
+        self._tick_images: OrderedDict[tuple, QImage] = OrderedDict() if tick_images is None else tick_images
         self._shown_label: str | None = None
+        self._look: tuple | None = None  # the style, pens and ticks settings in the image key (see _image_key)
         self._text_sizes: dict[tuple, tuple[float, float]] = {}  # (font, dpi, text): width, height
         super().__init__(orientation, **kwargs)
 
-    def _picture_key(self, ratio: float) -> tuple:
+    def _image_key(self, ratio: float, font: QFont) -> tuple:
+        """Everything the drawing depends on: axes of a group share an image only when all of it is equal."""
         size = self.geometry().size()
-        return (self.orientation, self.range[0], self.range[1], self.scale * self.autoSIPrefixScale,
-                round(size.width(), 2), round(size.height(), 2), self.pen().color().rgba(),
-                self.textPen().color().rgba(), self.labelString(), ratio)
+        if self._look is None:
+            pens = [(pen.color().rgba(), pen.widthF(), pen.style().value)
+                    for pen in (self.pen(), self.textPen(), self.tickPen())]
+            style = [(name, value.key() if isinstance(value, QFont) else repr(value))
+                     for name, value in sorted(self.style.items(), key=lambda item: item[0])]
+            self._look = (self.orientation, self.logMode, tuple(pens), tuple(style), repr(self._tickLevels),
+                          repr(self._tickSpacing), self._tickDensity)
+        return (self._look, self.range[0], self.range[1], self.scale * self.autoSIPrefixScale,
+                round(size.width(), 2), round(size.height(), 2), ratio, font.key(), self.labelString())
+
+    # Whatever changes the look drops the key's cached part (pyqtgraph's setters, which all repaint the axis).
+    def setStyle(self, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setStyle(**kwargs)
+        self._look = None
+
+    def setTickFont(self, font: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTickFont(font)
+        self._look = None
+
+    def setTicks(self, ticks: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTicks(ticks)
+        self._look = None
+
+    def setTickSpacing(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTickSpacing(*args, **kwargs)
+        self._look = None
+
+    def setTickDensity(self, density: float = 1.0) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTickDensity(density)
+        self._look = None
+
+    def setPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setPen(*args, **kwargs)
+        self._look = None
+
+    def setTextPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTextPen(*args, **kwargs)
+        self._look = None
+
+    def setTickPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setTickPen(*args, **kwargs)
+        self._look = None
+
+    def setLogMode(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
+        super().setLogMode(*args, **kwargs)
+        self._look = None
 
     @debug.warnOnException  # an exception escaping paint() takes PySide6 down: logged instead
     def paint(self, p: QPainter, opt: object, widget: object) -> None:  # noqa: D102 - pyqtgraph's
         device = p.device()
-        if device is None or p.worldTransform().type().value > QTransform.TransformationType.TxTranslate.value:
-            super().paint(p, opt, widget)  # scaled (an export at another resolution): drawn as vectors
+        if (device is None or device.devType() not in RASTER_DEVICES
+                or p.worldTransform().type().value > QTransform.TransformationType.TxTranslate.value):
+            # Scaled (an export at another resolution), or SVG, a printer, a recorded picture: drawn as vectors.
+            super().paint(p, opt, widget)
             return
         ratio = device.devicePixelRatioF()
-        key = self._picture_key(ratio)
-        image = self._pictures.get(key)
+        font = self.style["tickFont"] or p.font()
+        key = self._image_key(ratio, font)
+        image = self._tick_images.get(key)
         rect = self.boundingRect()
-        if image is None:
+        if image is not None:
+            self._tick_images.move_to_end(key)
+        else:
             image = QImage(math.ceil(rect.width() * ratio), math.ceil(rect.height() * ratio),
                            QImage.Format.Format_ARGB32_Premultiplied)
             image.setDevicePixelRatio(ratio)
@@ -59,16 +116,17 @@ class SharedTicksAxis(pg.AxisItem):
             try:
                 painter.translate(-rect.left(), -rect.top())
                 # What AxisItem.paint does, drawn straight into the image instead of recorded into a QPicture first.
-                if self.style["tickFont"]:
-                    painter.setFont(self.style["tickFont"])
+                painter.setFont(font)
                 specs = self.generateDrawSpecs(painter)
                 if specs is not None:
                     self.drawPicture(painter, *specs)
             finally:
                 painter.end()  # before the image goes, even after an error: Qt crashes on a painted image freed
-            if len(self._pictures) >= 32:  # ranges seen once are never asked for again
-                self._pictures.clear()
-            self._pictures[key] = image
+            if specs is None:
+                return  # not placed yet (no view): nothing to draw, nothing to keep
+            self._tick_images[key] = image
+            if len(self._tick_images) > MAX_TICK_IMAGES:  # ranges seen once are never asked for again
+                self._tick_images.popitem(last=False)
         p.drawImage(rect.topLeft(), image)
 
     # -- a lean generateDrawSpecs ------------------------------------------------------------------
@@ -98,16 +156,19 @@ class SharedTicksAxis(pg.AxisItem):
         specs from plain floats, with text sizes measured once per string (a new range's ticks in ~1/3 the time)."""
         style = self.style
         if (self.orientation not in ("left", "bottom") or self._tickLevels is not None or self.grid is not False
-                or any(style["stopAxisAtTick"]) or not style["showValues"] or style["tickAlpha"] is not None):
+                or self.logMode or any(style["stopAxisAtTick"]) or not style["showValues"]
+                or style["tickAlpha"] is not None):
             return super().generateDrawSpecs(p)
         if style["tickFont"] is not None:
             p.setFont(style["tickFont"])
         bounds = self.mapRectFromParent(self.geometry())
         if self.orientation == "left":
-            span = (QPointF(bounds.right() - 1.0, bounds.top() - 1.0), QPointF(bounds.right() - 1.0, bounds.bottom() + 1.0))
+            span = (QPointF(bounds.right() - 1.0, bounds.top() - 1.0),
+                    QPointF(bounds.right() - 1.0, bounds.bottom() + 1.0))
             tick_stop, tick_dir, axis = bounds.right(), -1, 0
         else:
-            span = (QPointF(bounds.left() - 1.0, bounds.top() + 1.0), QPointF(bounds.right() + 1.0, bounds.top() + 1.0))
+            span = (QPointF(bounds.left() - 1.0, bounds.top() + 1.0),
+                    QPointF(bounds.right() + 1.0, bounds.top() + 1.0))
             tick_stop, tick_dir, axis = bounds.top(), 1, 1
         device = self.deviceTransform_()
         if device is None:
@@ -201,22 +262,6 @@ class SharedTicksAxis(pg.AxisItem):
         self._updateMaxTextSize(last_size)
         return axis_spec, tick_specs, text_specs
 
-    def setStyle(self, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setStyle(**kwargs)
-        self._pictures.clear()  # a look the key does not hold
-
-    def setTickFont(self, font: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTickFont(font)
-        self._pictures.clear()
-
-    def setTicks(self, ticks: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTicks(ticks)
-        self._pictures.clear()
-
-    def setTickSpacing(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTickSpacing(*args, **kwargs)
-        self._pictures.clear()
-
     def _updateLabel(self) -> None:  # noqa: N802 - pyqtgraph's name
         text = self.labelString()
         if text != self._shown_label:
@@ -230,28 +275,38 @@ class SharedTicksAxis(pg.AxisItem):
 class StepAxis(SharedTicksAxis):
     """A step axis: ticks as 950, 25k, 1.2M; the label never changes with the range (see the module docstring)."""
 
-    def __init__(self, orientation: str, pictures: dict | None = None, **kwargs: object) -> None:
-        super().__init__(orientation, pictures, **kwargs)
+    def __init__(self, orientation: str, tick_images: OrderedDict | None = None, **kwargs: object) -> None:
+        super().__init__(orientation, tick_images, **kwargs)
         self.enableAutoSIPrefix(False)
 
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802 - pyqtgraph's
-        return [step_tick_label(value * scale, spacing * scale) for value in values]
+        if self.logMode or not spacing:
+            return super().tickStrings(values, scale, spacing)  # log ticks: pyqtgraph's own labels of 10**x
+        return step_tick_labels([value * scale for value in values], spacing * scale)
 
 
-def step_tick_label(value: float, spacing: float) -> str:
-    """A step count as a tick reads best: 950, 12,500 as 12.5k, 1,200,000 as 1.2M (with the digits the spacing needs)."""
-    if abs(value) >= 1e6 and spacing >= 1e5:
+def step_tick_labels(values: list[float], spacing: float) -> list[str]:
+    """Step counts as ticks read best: 950; 12,500 as 12.5k; 1,200,000 as 1.2M. One unit for the whole set, from
+    its largest value (0.8M and 1.2M, not 800k and 1.2M), with the decimals the spacing needs."""
+    largest = max((abs(value) for value in values), default=0.0)
+    if largest >= 1e6 and spacing >= 1e5:
         divisor, suffix = 1e6, "M"
-    elif abs(value) >= 1e4 and spacing >= 100:
+    elif largest >= 1e4 and spacing >= 100:
         divisor, suffix = 1e3, "k"
     else:
         divisor, suffix = 1.0, ""
     # Spacings are 1, 2 or 5 times a power of ten: as many decimals as its first significant digit needs.
     decimals = max(0, -math.floor(math.log10(spacing / divisor) + 1e-9)) if spacing > 0 else 0
-    text = f"{value / divisor:.{decimals}f}"
-    if text.startswith("-") and float(text) == 0:
-        text = text[1:]  # no "-0"
-    return text + suffix
+    labels = []
+    for value in values:
+        text = f"{value / divisor:.{decimals}f}"
+        labels.append("0" if float(text) == 0 else text + suffix)  # no "-0", no "0k"
+    return labels
 
 
-__all__ = ["SharedTicksAxis", "StepAxis", "step_tick_label"]
+def step_tick_label(value: float, spacing: float) -> str:
+    """One step count as a tick (see ``step_tick_labels``)."""
+    return step_tick_labels([value], spacing)[0]
+
+
+__all__ = ["MAX_TICK_IMAGES", "SharedTicksAxis", "StepAxis", "step_tick_label", "step_tick_labels"]

@@ -10,6 +10,8 @@ The dense curves of a plot are painted together as one numpy-made image (``BandL
 from __future__ import annotations
 
 import math
+import statistics
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,12 @@ SLOWEST_MIN_EXCESS = 0.02
 MIN_BUCKETS = 100
 # A curve whose points are at least this many pixels apart on average is drawn antialiased.
 SPARSE_PX = 2
+# A run's first step time is left out of the step-time chart's auto-range when it is this many times the median
+# of the next FIRST_STEP_WINDOW steps (it includes compiling the step).
+FIRST_STEP_OUTLIER = 2.0
+FIRST_STEP_WINDOW = 20
+# Entries of pyqtgraph's "Plot Options" menu that do not apply to these charts (see Chart.__init__).
+PLOT_OPTIONS_HIDDEN = ("Transforms", "Downsample", "Average", "Alpha", "Grid", "Points")
 # The widest pen a dense curve may have to be drawn by its chart's BandLayer (the mean and the slowest rank: 3).
 BAND_MAX_PEN = 3
 
@@ -196,15 +204,15 @@ class Chart(QWidget):
     """One plot with a title line: curves bound to series, redrawn on demand with the visible points only."""
 
     def __init__(self, title: str, y_label: str, units: str | None = None, parent: QWidget | None = None, *,
-                 x_tick_pictures: dict | None = None) -> None:
+                 x_tick_images: OrderedDict | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(title)
         self.title = QLabel(title)
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setStyleSheet("font-weight: 600")
-        # x_tick_pictures: shared by charts whose x axes are linked, so equal ranges draw their ticks once.
+        # x_tick_images: shared by charts whose x axes are linked, so equal ranges draw their ticks once.
         self.plot_widget = pg.PlotWidget(viewBox=BoundsViewBox(),
-                                         axisItems={"bottom": StepAxis("bottom", x_tick_pictures),
+                                         axisItems={"bottom": StepAxis("bottom", x_tick_images),
                                                     "left": SharedTicksAxis("left")})
         # No background cache: Qt blits the cached background (the whole plot, ~300k pixels) on every repaint with a
         # thread pool here (~2 ms a frame for four plots, mostly waiting on the threads); filling it with the
@@ -235,6 +243,11 @@ class Chart(QWidget):
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", y_label, units=units)
         self.plot.setMenuEnabled(True)
+        # pyqtgraph's plot options act on its own PlotDataItems: the decimated curves here would ignore a log scale,
+        # an FFT or its downsampling, and its grid is the slow one LightGrid replaces. The menu keeps the view's
+        # range, mouse and export entries.
+        for name in PLOT_OPTIONS_HIDDEN:
+            self.plot.setContextMenuActionVisible(name, False)
         self.view = self.plot.getViewBox()
         self.view.sigXRangeChanged.connect(self._on_range_changed)
         self.legend: pg.LegendItem | None = None
@@ -374,13 +387,13 @@ class RankCharts(QWidget):
         super().__init__(parent)
         self.series = RunSeries()
         self.slowest: SlowestRank | None = None
-        x_ticks: dict = {}
-        self.loss = Chart("Loss per rank", "loss", x_tick_pictures=x_ticks)
+        x_ticks: OrderedDict = OrderedDict()
+        self.loss = Chart("Loss per rank", "loss", x_tick_images=x_ticks)
         self.loss.add_legend(columns=3)
-        self.memory = Chart("MLX memory per rank (solid: active, dashed: peak)", "memory", "B", x_tick_pictures=x_ticks)
-        self.node_ram = Chart("RAM per node", "RAM used", "B", x_tick_pictures=x_ticks)
+        self.memory = Chart("MLX memory per rank (solid: active, dashed: peak)", "memory", "B", x_tick_images=x_ticks)
+        self.node_ram = Chart("RAM per node", "RAM used", "B", x_tick_images=x_ticks)
         self.node_ram.add_legend()
-        self.speed = Chart("Step time per rank", "step time", "s", x_tick_pictures=x_ticks)
+        self.speed = Chart("Step time per rank", "step time", "s", x_tick_images=x_ticks)
         self.speed_metric = "step_time_s"
         self.speed_choice = QComboBox()
         self.speed_choice.addItem("Step time", "step_time_s")
@@ -406,6 +419,8 @@ class RankCharts(QWidget):
         self._nodes: list[str] = []
         self._dark = is_dark(self.palette())
         self._apply_palette()
+        # The title says when the first step is above the view: a zoom by hand changes that too.
+        self.speed.view.sigYRangeChanged.connect(self._show_speed_title)
 
     # -- building curves -------------------------------------------------------------------------
 
@@ -493,7 +508,7 @@ class RankCharts(QWidget):
         return updated
 
     def _skip_first_step_time(self) -> None:
-        """Leave each rank's first step out of the step-time chart's auto-range.
+        """Leave a rank's first step out of the step-time chart's auto-range when it is an outlier.
 
         A run's first step compiles and allocates: 40 s against 0.5 s for the next ones here, which flattened
         every later step onto the axis. It is still drawn (a line off the top) and the title gives its time.
@@ -503,7 +518,12 @@ class RankCharts(QWidget):
             if curve is None:
                 continue
             series = curve.series
-            skip = float(series.x[0]) if self.speed_metric == "step_time_s" and len(series) > 1 else None
+            skip = None
+            if self.speed_metric == "step_time_s" and len(series) > 1:
+                first, *rest = series.y[: FIRST_STEP_WINDOW + 1].tolist()
+                rest = [value for value in rest if not math.isnan(value)]
+                if rest and first > FIRST_STEP_OUTLIER * statistics.median(rest):  # NaN compares False
+                    skip = float(series.x[0])
             if curve.item.range_skips_x != skip:
                 curve.item.range_skips_x = skip
                 curve.item.invalidateBounds()
@@ -527,7 +547,8 @@ class RankCharts(QWidget):
         first = self._first_step_off_scale()
         if first is not None:
             step, seconds = first
-            title += f" · step {step:g} ({seconds:.3g} s) off the scale"
+            duration = f"{seconds:.3g} s" if seconds < 100 else f"{seconds:,.0f} s"
+            title += f" · step {step:,.0f} ({duration}) off the scale"
         if self.speed.title.text() != title:
             self.speed.title.setText(title)
 

@@ -61,7 +61,7 @@ class NodePanel(QWidget):
             self.ram.setFormat(f"RAM {format_bytes(used)}")
         updated = self.chart.redraw()
         if updated:
-            # The auto-range now, as RankCharts does: left to the paint it changes the axes mid-paint, which paints twice.
+            # The auto-range now, as RankCharts does: left to the paint, it changes the axes mid-paint (two paints).
             self.chart.view.prepareForPaint()
         return updated
 

@@ -93,3 +93,90 @@ def test_the_lean_tick_drawing_specs_equal_pyqtgraphs(qtbot, orientation):
     finally:
         painter.end()
     assert texts > 300 * 3  # labelled ticks were compared, not only empty axes
+
+
+# -- the shared tick images ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def shown_charts(qtbot):
+    charts = RankCharts()
+    charts.resize(1200, 800)
+    qtbot.addWidget(charts)
+    charts.show()
+    series = RunSeries(rank_nodes=["node1", "node2"])
+    for rank in range(2):
+        series.rank(rank)["loss"].extend(np.arange(1.0, 20_001.0), np.linspace(3, 1, 20_000) + rank)
+    charts.set_run(series)
+    charts.redraw()
+    qtbot.wait(20)
+    return charts
+
+
+def drawn(axis, *, ratio: float = 1.0, plain: bool = False) -> np.ndarray:
+    """The axis painted into an image: by our paint, or (plain) by pyqtgraph's own AxisItem.paint."""
+    import pyqtgraph as pg
+    from PySide6.QtGui import QImage, QPainter
+
+    rect = axis.boundingRect()
+    image = QImage(int(rect.width() * ratio), int(rect.height() * ratio), QImage.Format.Format_ARGB32_Premultiplied)
+    image.setDevicePixelRatio(ratio)
+    image.fill(0)
+    painter = QPainter(image)
+    painter.translate(-rect.left(), -rect.top())
+    if plain:
+        axis.picture = None
+        pg.AxisItem.paint(axis, painter, None, None)
+    else:
+        axis.paint(painter, None, None)
+    painter.end()
+    return np.frombuffer(image.constBits(), np.uint32, image.width() * image.height()).copy()
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+@pytest.mark.parametrize("name", ["left", "bottom"])
+def test_tick_images_look_exactly_as_pyqtgraph_draws_the_axis(shown_charts, name, ratio):
+    axis = shown_charts.loss.plot.getAxis(name)
+    ours = drawn(axis, ratio=ratio)
+    assert (ours != 0).sum() > 200  # ticks and labels, not an empty image
+    np.testing.assert_array_equal(ours, drawn(axis, ratio=ratio, plain=True))
+
+
+def test_the_four_linked_x_axes_share_one_image_per_range(shown_charts):
+    images = shown_charts.loss.plot.getAxis("bottom")._tick_images
+    axes = [chart.plot.getAxis("bottom") for chart in shown_charts.charts.values()]
+    assert all(axis._tick_images is images for axis in axes)
+    keys = {axis._image_key(1.0, axis.style["tickFont"] or axis.font()) for axis in axes}
+    assert len(keys) == 1 and keys <= set(images)
+
+
+@pytest.mark.parametrize("change", ["setTextPen", "setTickPen", "setPen"])
+def test_a_new_pen_draws_new_tick_images(shown_charts, change):
+    axis = shown_charts.loss.plot.getAxis("left")
+    before = drawn(axis)
+    getattr(axis, change)("#ff0000")
+    after = drawn(axis)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, drawn(axis, plain=True))
+
+
+def test_vector_devices_and_scaled_exports_get_pyqtgraphs_own_drawing(shown_charts):
+    from PySide6.QtGui import QPainter, QPicture
+
+    axis = shown_charts.loss.plot.getAxis("left")
+    axis._tick_images.clear()
+    picture = QPicture()  # what an SVG or print export paints on: vectors, not a bitmap
+    painter = QPainter(picture)
+    axis.paint(painter, None, None)
+    painter.end()
+    assert not axis._tick_images and picture.size() > 0
+    from PySide6.QtGui import QImage
+
+    image = QImage(400, 900, QImage.Format.Format_ARGB32_Premultiplied)
+    painter = QPainter(image)
+    painter.scale(2, 2)  # an export at twice the size: drawn as vectors at that size, not a stretched bitmap
+    axis.paint(painter, None, None)
+    painter.end()
+    assert not axis._tick_images
+    plain = drawn(axis, ratio=1.0)  # a plain image at its own size: kept
+    assert len(axis._tick_images) == 1 and (plain != 0).any()

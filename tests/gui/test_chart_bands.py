@@ -94,6 +94,15 @@ def test_a_large_band_image_comes_in_strips_small_enough_for_one_thread():
     np.testing.assert_array_equal(joined, np.array([0, 0xFFFF0000, 0xFF0000FF], dtype=np.uint32)[numbers])
 
 
+def test_a_wide_pen_covers_its_width_across_and_along_the_line():
+    top = np.array([np.nan, 5.5, 5.5, 5.5, np.nan])
+    grown_top, grown_bottom = widened(top, top.copy(), 3)
+    # Three rows (4.5 .. 6.5) where the line is, and its ends reach one column further.
+    np.testing.assert_array_equal(grown_top[1:4], [4.5, 4.5, 4.5])
+    np.testing.assert_array_equal(grown_bottom[1:4], [6.5, 6.5, 6.5])
+    assert grown_top[0] == grown_top[4] == 5.5
+
+
 # -- in a chart --------------------------------------------------------------------------------
 
 

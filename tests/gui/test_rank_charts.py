@@ -164,6 +164,9 @@ def test_the_first_steps_compile_time_does_not_flatten_the_step_time_chart(chart
     assert "step 1 (42 s) off the scale" in charts.speed.title.text()
     # Still drawn: the line runs off the top of the view.
     assert charts.speed.curves["rank:2"].item.getData()[1][0] == 42.0
+    # Zoomed out by hand to show it: the note goes.
+    charts.speed.view.setYRange(0, 50)
+    assert "off the scale" not in charts.speed.title.text()
     # Tokens/s has no such outlier on top: the whole range, no note.
     charts.speed_choice.setCurrentIndex(charts.speed_choice.findData("tokens_per_s"))
     charts.redraw()
@@ -175,6 +178,19 @@ def test_a_first_step_as_fast_as_the_others_gets_no_note(charts):
     charts.set_run(filled_series(ranks=2, steps=50, slow_rank=None))
     charts.redraw()
     assert "off the scale" not in charts.speed.title.text()
+    assert all(curve.item.range_skips_x is None for curve in charts.speed.curves.values())
+
+
+def test_a_first_step_past_a_million_is_named_in_full(charts):
+    series = RunSeries(rank_nodes=["node1"])
+    steps = np.arange(1_234_567.0, 1_234_617.0)
+    times = np.full(50, 0.5)
+    times[0] = 1234.5
+    series.rank(0)["step_time_s"].extend(steps, times)
+    series.rank(0)["loss"].extend(steps, np.ones(50))
+    charts.set_run(series)
+    charts.redraw()
+    assert "step 1,234,567 (1,234 s) off the scale" in charts.speed.title.text()
 
 
 def test_curve_bounds_match_pyqtgraph_and_skip_gaps():
@@ -243,3 +259,13 @@ def test_sparse_curves_are_antialiased_and_dense_ones_are_not(charts):
     charts.loss.plot.setXRange(1000, 1100, padding=0)
     charts.redraw()
     assert charts.loss.curves["rank:0"].item.opts["antialias"]
+
+
+def test_the_plot_menu_offers_only_what_applies_to_decimated_curves(charts):
+    from gui.rank_charts import PLOT_OPTIONS_HIDDEN
+
+    for chart in charts.charts.values():
+        shown = {action.text() for action in chart.plot.ctrlMenu.actions() if action.isVisible()}
+        assert not shown & set(PLOT_OPTIONS_HIDDEN), chart.title.text()
+        hidden = {action.text() for action in chart.plot.ctrlMenu.actions() if not action.isVisible()}
+        assert hidden == set(PLOT_OPTIONS_HIDDEN)
