@@ -35,6 +35,7 @@ from gui.chart_bands import BandLayer
 from gui.chart_grid import LightGrid
 from gui.chart_view import BoundsViewBox
 from gui.series import RunSeries, Series, SlowestRank
+from gui.theme import heading
 
 # The slowest rank is named only when it is at least this much slower than the typical rank: ranks of a
 # data-parallel run wait for each other in every step, so small differences are noise.
@@ -207,9 +208,8 @@ class Chart(QWidget):
                  x_tick_images: OrderedDict | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(title)
-        self.title = QLabel(title)
+        self.title = heading(QLabel(title))
         self.title.setTextFormat(Qt.TextFormat.PlainText)
-        self.title.setStyleSheet("font-weight: 600")
         # x_tick_images: shared by charts whose x axes are linked, so equal ranges draw their ticks once.
         self.plot_widget = pg.PlotWidget(viewBox=BoundsViewBox(),
                                          axisItems={"bottom": StepAxis("bottom", x_tick_images),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QApplication, QLabel
 
 from gui.settings import COLOR_SCHEME, read_text, write_text
 
@@ -86,6 +86,18 @@ def is_dark(palette: QPalette | None = None) -> bool:
     """Whether the palette in use has a dark background (widgets pick status colours by it)."""
     palette = palette or QApplication.palette()
     return palette.color(QPalette.ColorRole.Window).lightness() < 128
+
+
+def heading(label: QLabel) -> QLabel:
+    """The label in the semi-bold of a section title.
+
+    By its font, not a style sheet: a style sheet fixes the label's palette when it is applied, so after a switch
+    between light and dark its text kept the old colour (black on the dark background).
+    """
+    font = label.font()
+    font.setWeight(QFont.Weight.DemiBold)
+    label.setFont(font)
+    return label
 
 
 def status_color(kind: str, palette: QPalette | None = None) -> str:

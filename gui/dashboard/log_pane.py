@@ -27,6 +27,8 @@ from trainer.events import (
     StepEvent,
 )
 
+from gui.theme import heading
+
 MAX_SHOWN = 5_000
 HISTORY = 50_000
 ALL = "all"
@@ -103,8 +105,7 @@ class LogPane(QWidget):
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.text.setPlaceholderText("The ranks' output appears here.")
         header = QHBoxLayout()
-        title = QLabel("Log")
-        title.setStyleSheet("font-weight: 600")
+        title = heading(QLabel("Log"))
         header.addWidget(title)
         header.addStretch(1)
         header.addWidget(QLabel("Show:"))

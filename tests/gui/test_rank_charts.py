@@ -269,3 +269,28 @@ def test_the_plot_menu_offers_only_what_applies_to_decimated_curves(charts):
         assert not shown & set(PLOT_OPTIONS_HIDDEN), chart.title.text()
         hidden = {action.text() for action in chart.plot.ctrlMenu.actions() if not action.isVisible()}
         assert hidden == set(PLOT_OPTIONS_HIDDEN)
+
+
+def test_chart_titles_follow_a_switch_to_dark(charts, qtbot):
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from gui.dashboard.log_pane import LogPane
+    from gui.theme import dark_palette
+
+    pane = LogPane()
+    qtbot.addWidget(pane)
+    app = QApplication.instance()
+    before = app.palette()
+    try:
+        app.setPalette(dark_palette())
+        qtbot.wait(10)
+        light_text = dark_palette().color(QPalette.ColorRole.WindowText)
+        titles = [chart.title for chart in charts.charts.values()]
+        titles += [label for label in pane.findChildren(type(titles[0])) if label.text() == "Log"]
+        assert len(titles) == 5
+        for title in titles:
+            assert title.palette().color(title.foregroundRole()) == light_text, title.text()
+            assert title.font().weight() == title.font().Weight.DemiBold
+    finally:
+        app.setPalette(before)
