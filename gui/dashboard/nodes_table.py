@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
@@ -130,12 +130,20 @@ class NodesTable(QTableWidget):
                 item.setText(value)
                 if column in (COLUMNS.index("Load"), COLUMNS.index("Step")):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            state_item = self.item(index, COLUMNS.index("State"))
+            # A colour only where one means something; None leaves the palette's text colour, which follows a switch
+            # between light and dark (a brush set from the palette stayed black on the dark background).
             colors = STATE_COLORS.get(row.state)
-            state_item.setForeground(QColor(colors["dark" if dark else "light"]) if colors else self.palette().text())
-            ranks_item = self.item(index, COLUMNS.index("Ranks"))
             warn = STATE_COLORS["starting"]["dark" if dark else "light"]
-            ranks_item.setForeground(QColor(warn) if row.slowest is not None else self.palette().text())
+            self.item(index, COLUMNS.index("State")).setData(
+                Qt.ItemDataRole.ForegroundRole, QColor(colors["dark" if dark else "light"]) if colors else None)
+            self.item(index, COLUMNS.index("Ranks")).setData(
+                Qt.ItemDataRole.ForegroundRole, QColor(warn) if row.slowest is not None else None)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.PaletteChange and self.rows:
+            rows, self.rows = self.rows, []
+            self.show_rows(rows)  # the state colours' light or dark variant
+        super().changeEvent(event)
 
     def _fit_height(self, count: int) -> None:
         """Tall enough for every node up to MAX_VISIBLE_ROWS (the splitter gives the rest to the charts)."""
