@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtGui import QColor, QFont, QPalette
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtGui import QColor, QFont, QPainter, QPalette
+from PySide6.QtWidgets import QApplication, QLabel, QProxyStyle, QStyle, QStyleOption, QWidget
 
 from gui.settings import COLOR_SCHEME, read_text, write_text
 
@@ -106,6 +106,30 @@ def status_color(kind: str, palette: QPalette | None = None) -> str:
     return table["dark" if is_dark(palette) else "light"]
 
 
+class VisibleChecksStyle(QProxyStyle):
+    """Fusion, with check boxes that show on the dark palette.
+
+    Fusion frames a check box in a darker shade of the window colour; on a dark palette that is the colour of
+    the box itself, so an unticked box (the wizard's machine list, its credential options) was invisible.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Fusion")
+
+    def drawPrimitive(self, element: QStyle.PrimitiveElement, option: QStyleOption, painter: QPainter,  # noqa: N802
+                      widget: QWidget | None = None) -> None:
+        super().drawPrimitive(element, option, painter, widget)
+        if element == QStyle.PrimitiveElement.PE_IndicatorCheckBox and is_dark(option.palette):
+            frame = QColor(option.palette.color(QPalette.ColorRole.Text))
+            frame.setAlpha(120)
+            painter.save()
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.setPen(frame)
+            painter.drawRect(option.rect.adjusted(0, 0, -1, -1))
+            painter.restore()
+
+
 class ThemeController(QObject):
     """Applies the chosen scheme; with "system" it follows the platform's scheme as it changes."""
 
@@ -114,7 +138,7 @@ class ThemeController(QObject):
         self._app = app
         # How the platform's scheme is read; tests give their own (offscreen Qt has no system scheme).
         self._system_scheme = system_scheme or app.styleHints().colorScheme
-        app.setStyle("Fusion")
+        app.setStyle(VisibleChecksStyle())
         self._choice = read_text(COLOR_SCHEME, "system")
         if self._choice not in SCHEMES:
             self._choice = "system"
