@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Qt
+from PySide6.QtCore import QObject, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPalette
 from PySide6.QtWidgets import QApplication, QLabel, QProxyStyle, QStyle, QStyleOption, QWidget
 
@@ -107,10 +107,11 @@ def status_color(kind: str, palette: QPalette | None = None) -> str:
 
 
 class VisibleChecksStyle(QProxyStyle):
-    """Fusion, with check boxes that show on the dark palette.
+    """Fusion, with check boxes and radio buttons that show on the dark palette.
 
-    Fusion frames a check box in a darker shade of the window colour; on a dark palette that is the colour of
-    the box itself, so an unticked box (the wizard's machine list, its credential options) was invisible.
+    Fusion frames them in a darker shade of the window colour; on a dark palette that is the colour of the box
+    itself, so an unticked box (the wizard's machine list, its credential options) or an unchosen radio button
+    (where the environment's packages come from) was invisible.
     """
 
     def __init__(self) -> None:
@@ -119,15 +120,21 @@ class VisibleChecksStyle(QProxyStyle):
     def drawPrimitive(self, element: QStyle.PrimitiveElement, option: QStyleOption, painter: QPainter,  # noqa: N802
                       widget: QWidget | None = None) -> None:
         super().drawPrimitive(element, option, painter, widget)
-        if element == QStyle.PrimitiveElement.PE_IndicatorCheckBox and is_dark(option.palette):
-            frame = QColor(option.palette.color(QPalette.ColorRole.Text))
-            frame.setAlpha(120)
-            painter.save()
+        box = element == QStyle.PrimitiveElement.PE_IndicatorCheckBox
+        if not (box or element == QStyle.PrimitiveElement.PE_IndicatorRadioButton) or not is_dark(option.palette):
+            return
+        frame = QColor(option.palette.color(QPalette.ColorRole.Text))
+        frame.setAlpha(120)
+        painter.save()
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(frame)
+        if box:
             painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.setPen(frame)
             painter.drawRect(option.rect.adjusted(0, 0, -1, -1))
-            painter.restore()
+        else:
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            painter.drawEllipse(QRectF(option.rect).adjusted(0.5, 0.5, -0.5, -0.5))
+        painter.restore()
 
 
 class ThemeController(QObject):
