@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 OUTPUT = "output.log"
 LAUNCHER = "launcher.json"
@@ -132,35 +133,31 @@ def record_orphaned_end(run_dir: str) -> None:
 
 def process_exists(pid: int) -> bool:
     """Whether ``pid`` runs; a zombie nobody reaps (a namespace whose init does not) counts as gone, as in alive()."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return True
-    return bool(state.strip()) and not state.strip().startswith("Z")
+    return _runs(os.kill, "pid", pid)
 
 
 def alive(pgid: int) -> bool:
     """Whether any process of the group still runs; zombies waiting to be reaped do not count."""
+    return _runs(os.killpg, "pgid", pgid)
+
+
+def _runs(probe: Callable[[int, int], None], column: str, ident: int) -> bool:
+    """Whether a process (``column`` "pid") or a group ("pgid") with this id has a member that is not a zombie."""
     try:
-        os.killpg(pgid, 0)
+        probe(ident, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A killed member whose parent has not reaped it yet still "exists" for kill(); ps shows its state.
+    # A killed process whose parent has not reaped it yet still "exists" for kill(); ps shows its state.
     try:
-        listing = subprocess.run(["ps", "-A", "-o", "pgid=,stat="], capture_output=True, text=True, timeout=10).stdout
+        listing = subprocess.run(["ps", "-A", "-o", f"{column}=,stat="], capture_output=True, text=True,
+                                 timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return True
     for row in listing.splitlines():
         fields = row.split()
-        if len(fields) == 2 and fields[0] == str(pgid) and not fields[1].startswith("Z"):
+        if len(fields) == 2 and fields[0] == str(ident) and not fields[1].startswith("Z"):
             return True
     return False
 
