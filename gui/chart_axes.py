@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 
 import pyqtgraph as pg
 from pyqtgraph import debug
@@ -23,6 +24,19 @@ MAX_TICK_IMAGES = 32
 # Devices the ticks are drawn on as an image: a widget, an image, a pixmap. Anything else (SVG, a printer, a
 # recorded QPicture) gets pyqtgraph's vector drawing.
 RASTER_DEVICES = {1, 2, 3}  # Qt's QInternal::Widget, Pixmap, Image (QPaintDevice.devType())
+
+
+def _drops_look(name: str) -> Callable[..., None]:
+    """pyqtgraph's ``AxisItem`` setter ``name``, followed by dropping the tick image key's cached look."""
+    setter = getattr(pg.AxisItem, name)
+
+    def set_and_drop_look(self: SharedTicksAxis, *args: object, **kwargs: object) -> None:
+        setter(self, *args, **kwargs)
+        self._look = None
+
+    set_and_drop_look.__name__ = set_and_drop_look.__qualname__ = name
+    set_and_drop_look.__doc__ = setter.__doc__
+    return set_and_drop_look
 
 
 class SharedTicksAxis(pg.AxisItem):
@@ -56,41 +70,15 @@ class SharedTicksAxis(pg.AxisItem):
                 round(size.width(), 2), round(size.height(), 2), ratio, font.key(), self.labelString())
 
     # Whatever changes the look drops the key's cached part (pyqtgraph's setters, which all repaint the axis).
-    def setStyle(self, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setStyle(**kwargs)
-        self._look = None
-
-    def setTickFont(self, font: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTickFont(font)
-        self._look = None
-
-    def setTicks(self, ticks: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTicks(ticks)
-        self._look = None
-
-    def setTickSpacing(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTickSpacing(*args, **kwargs)
-        self._look = None
-
-    def setTickDensity(self, density: float = 1.0) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTickDensity(density)
-        self._look = None
-
-    def setPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setPen(*args, **kwargs)
-        self._look = None
-
-    def setTextPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTextPen(*args, **kwargs)
-        self._look = None
-
-    def setTickPen(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setTickPen(*args, **kwargs)
-        self._look = None
-
-    def setLogMode(self, *args: object, **kwargs: object) -> None:  # noqa: N802 - pyqtgraph's name
-        super().setLogMode(*args, **kwargs)
-        self._look = None
+    setStyle = _drops_look("setStyle")  # noqa: N815 - pyqtgraph's names
+    setTickFont = _drops_look("setTickFont")  # noqa: N815
+    setTicks = _drops_look("setTicks")  # noqa: N815
+    setTickSpacing = _drops_look("setTickSpacing")  # noqa: N815
+    setTickDensity = _drops_look("setTickDensity")  # noqa: N815
+    setPen = _drops_look("setPen")  # noqa: N815
+    setTextPen = _drops_look("setTextPen")  # noqa: N815
+    setTickPen = _drops_look("setTickPen")  # noqa: N815
+    setLogMode = _drops_look("setLogMode")  # noqa: N815
 
     @debug.warnOnException  # an exception escaping paint() takes PySide6 down: logged instead
     def paint(self, p: QPainter, opt: object, widget: object) -> None:  # noqa: D102 - pyqtgraph's
