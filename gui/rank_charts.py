@@ -10,7 +10,6 @@ The dense curves of a plot are painted together as one numpy-made image (``BandL
 from __future__ import annotations
 
 import math
-import statistics
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ from gui.chart_axes import SharedTicksAxis, StepAxis
 from gui.chart_bands import BandLayer
 from gui.chart_grid import LightGrid
 from gui.chart_view import BoundsViewBox
-from gui.series import RunSeries, Series, SlowestRank
+from gui.series import RunSeries, Series, SlowestRank, finite_median
 from gui.theme import heading
 
 # The slowest rank is named only when it is at least this much slower than the typical rank: ranks of a
@@ -503,8 +502,7 @@ class RankCharts(QWidget):
             # axes) in the middle of the paint, and every view would paint twice. The loss chart first: the
             # others' x follows it.
             for chart in self.charts.values():
-                chart.view.prepareForPaint()
-            self._show_speed_title()
+                chart.view.prepareForPaint()  # a new y range retitles the speed chart (sigYRangeChanged)
         return updated
 
     def _skip_first_step_time(self) -> None:
@@ -520,9 +518,8 @@ class RankCharts(QWidget):
             series = curve.series
             skip = None
             if self.speed_metric == "step_time_s" and len(series) > 1:
-                first, *rest = series.y[: FIRST_STEP_WINDOW + 1].tolist()
-                rest = [value for value in rest if not math.isnan(value)]
-                if rest and first > FIRST_STEP_OUTLIER * statistics.median(rest):  # NaN compares False
+                rest = finite_median(series.y[1 : FIRST_STEP_WINDOW + 1])
+                if rest is not None and series.y[0] > FIRST_STEP_OUTLIER * rest:  # a NaN first step compares False
                     skip = float(series.x[0])
             if curve.item.range_skips_x != skip:
                 curve.item.range_skips_x = skip
