@@ -27,3 +27,15 @@ def bridge(qtbot):
 @pytest.fixture
 def home(tmp_path) -> CorralHome:
     return CorralHome(tmp_path / "home")
+
+
+@pytest.fixture
+def charts(qtbot):
+    """The dashboard's four charts, shown at a typical size (no run yet)."""
+    from gui.rank_charts import RankCharts
+
+    widget = RankCharts()
+    widget.resize(1200, 800)
+    qtbot.addWidget(widget)
+    widget.show()
+    return widget

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from gui.chart_axes import step_tick_label
-from gui.rank_charts import RankCharts
 from gui.series import RunSeries
 
 
@@ -26,11 +25,7 @@ def test_step_ticks_read_as_people_write_step_counts(value, spacing, text):
     assert step_tick_label(value, spacing) == text
 
 
-def test_a_million_steps_keep_the_label_step_and_ticks_in_millions(qtbot):
-    charts = RankCharts()
-    charts.resize(1200, 800)
-    qtbot.addWidget(charts)
-    charts.show()
+def test_a_million_steps_keep_the_label_step_and_ticks_in_millions(qtbot, charts):
     series = RunSeries(rank_nodes=["node1"])
     x = np.arange(1, 1_000_001, dtype=float)
     series.rank(0)["loss"].extend(x, np.sin(x / 1e5))
@@ -62,14 +57,10 @@ def spec_values(specs) -> tuple:
 
 
 @pytest.mark.parametrize("orientation", ["left", "bottom"])
-def test_the_lean_tick_drawing_specs_equal_pyqtgraphs(qtbot, orientation):
+def test_the_lean_tick_drawing_specs_equal_pyqtgraphs(qtbot, charts, orientation):
     import pyqtgraph as pg
     from PySide6.QtGui import QImage, QPainter
 
-    charts = RankCharts()
-    charts.resize(1200, 800)
-    qtbot.addWidget(charts)
-    charts.show()
     series = RunSeries(rank_nodes=["node1"])
     series.rank(0)["loss"].extend(np.arange(1.0, 5001.0), np.linspace(3, 1, 5000))
     charts.set_run(series)
@@ -99,11 +90,7 @@ def test_the_lean_tick_drawing_specs_equal_pyqtgraphs(qtbot, orientation):
 
 
 @pytest.fixture
-def shown_charts(qtbot):
-    charts = RankCharts()
-    charts.resize(1200, 800)
-    qtbot.addWidget(charts)
-    charts.show()
+def shown_charts(qtbot, charts):
     series = RunSeries(rank_nodes=["node1", "node2"])
     for rank in range(2):
         series.rank(rank)["loss"].extend(np.arange(1.0, 20_001.0), np.linspace(3, 1, 20_000) + rank)

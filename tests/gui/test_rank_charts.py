@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gui.rank_charts import RankCharts
 from gui.series import RunSeries
 from trainer.events import NodeEvent, StartEvent, StepEvent
 
@@ -24,15 +23,6 @@ def filled_series(ranks: int = 8, steps: int = 50_000, slow_rank: int | None = 3
         metrics["tokens_per_s"].extend(x, np.full(steps, 2048 / step_time))
     series.loss_mean.extend(x, np.full(steps, 3.0))
     return series
-
-
-@pytest.fixture
-def charts(qtbot):
-    widget = RankCharts()
-    widget.resize(1200, 800)
-    qtbot.addWidget(widget)
-    widget.show()
-    return widget
 
 
 def test_every_rank_has_a_curve_and_the_mean_is_thick(charts):
